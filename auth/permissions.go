@@ -61,14 +61,6 @@ func (set PermissionSet) allows(action Action) bool {
 	return false
 }
 
-// Role names of the PostgreSQL login roles that principals reach an instance
-// through. No principal ever logs in as a superuser.
-const (
-	RoleAdmin     = "role_admin"
-	RoleReadWrite = "role_readwrite"
-	RoleReadOnly  = "role_readonly"
-)
-
 // PermissionSets returns the permission sets the principal holds on the
 // project, most powerful first. An organization owner holds FullAccess on
 // every project of its organization.
@@ -122,20 +114,4 @@ func (a *Authenticator) Authorize(principal catalog.Principal, organizationID, p
 		}
 	}
 	return false, nil
-}
-
-// ConnectRole returns the PostgreSQL role a principal's wire session uses on
-// the project's databases, and false when it may not connect at all.
-func (a *Authenticator) ConnectRole(principal catalog.Principal, organizationID, projectID string) (string, bool, error) {
-	sets, err := a.PermissionSets(principal, organizationID, projectID)
-	if err != nil {
-		return "", false, err
-	}
-	if len(sets) == 0 {
-		return "", false, nil
-	}
-	// NOTE: every permission set maps to role_admin until the instances
-	// carry role_readwrite and role_readonly; DataReadWrite and ReadOnly
-	// principals therefore get table-structure rights they should not have.
-	return RoleAdmin, true, nil
 }

@@ -1,0 +1,227 @@
+package api
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/sdblocal/sdblocal/auth"
+)
+
+// Database name rules. The name becomes the PostgreSQL database name in the
+// endpoint, so it is capped at PostgreSQL's identifier limit of 63 bytes
+// (NAMEDATALEN - 1). The character set is the console's: letters, digits and
+// dashes.
+const maxNameLength = 63
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]*$`)
+
+// vCPU limits of a database. Autoscaling caps a database at 15 vCPUs, and a
+// maximum of 0 would leave it unable to ever run.
+const (
+	maxCPU    = 15
+	minCPUMax = 1
+	// The defaults when a create body omits the field are Terraform's
+	// defaults for scaleway_sdb_sql_database.
+	defaultCPUMin = 0
+	defaultCPUMax = 15
+)
+
+// engineMajorVersion is the PostgreSQL major version the instances run, sent
+// as engine_major_version and the only accepted value of version.
+const engineMajorVersion = 14
+
+// List pagination. The real API documents neither a default nor a maximum
+// page size; these are sdblocal's choices. A page_size of 0 means the default,
+// as it does for the proto3 integers the Scaleway API is defined with.
+const (
+	defaultPageSize = 20
+	maxPageSize     = 100
+)
+
+// List orderings, the values of ListDatabasesRequestOrderBy in the SDK.
+const (
+	orderCreatedAtAsc  = "created_at_asc"
+	orderCreatedAtDesc = "created_at_desc"
+	orderNameAsc       = "name_asc"
+	orderNameDesc      = "name_desc"
+)
+
+var listOrders = []string{orderCreatedAtAsc, orderCreatedAtDesc, orderNameAsc, orderNameDesc}
+
+// createDatabaseRequest is the body of POST /databases. The CPU fields are
+// pointers so an absent field takes its default while 0 stays a real value.
+type createDatabaseRequest struct {
+	ProjectID      string  `json:"project_id"`
+	OrganizationID string  `json:"organization_id"`
+	Name           string  `json:"name"`
+	CPUMin         *uint32 `json:"cpu_min"`
+	CPUMax         *uint32 `json:"cpu_max"`
+	FromBackupID   string  `json:"from_backup_id"`
+	Version        string  `json:"version"`
+}
+
+// updateDatabaseRequest is the body of PATCH /databases/{database_id}; only
+// the fields present change.
+type updateDatabaseRequest struct {
+	CPUMin *uint32 `json:"cpu_min"`
+	CPUMax *uint32 `json:"cpu_max"`
+}
+
+// validateCreate checks every field of req, fills the CPU defaults and
+// lower-cases the UUIDs. It returns one entry per invalid field.
+func validateCreate(req *createDatabaseRequest) []argumentError {
+	var details []argumentError
+
+	switch {
+	case req.ProjectID == "":
+		details = append(details, argumentError{"project_id", reasonRequired, "set project_id to the UUID of the project that will own the database"})
+	case !auth.ValidUUID(req.ProjectID):
+		details = append(details, argumentError{"project_id", reasonFormat, fmt.Sprintf("project_id %q is not a UUID", req.ProjectID)})
+	default:
+		req.ProjectID = strings.ToLower(req.ProjectID)
+	}
+
+	if req.OrganizationID != "" {
+		if auth.ValidUUID(req.OrganizationID) {
+			req.OrganizationID = strings.ToLower(req.OrganizationID)
+		} else {
+			details = append(details, argumentError{"organization_id", reasonFormat, fmt.Sprintf("organization_id %q is not a UUID", req.OrganizationID)})
+		}
+	}
+
+	if detail, ok := validateName(req.Name); !ok {
+		details = append(details, detail)
+	}
+
+	if req.CPUMin == nil {
+		req.CPUMin = ptr(uint32(defaultCPUMin))
+	}
+	if req.CPUMax == nil {
+		req.CPUMax = ptr(uint32(defaultCPUMax))
+	}
+	details = append(details, validateCPURange(*req.CPUMin, *req.CPUMax)...)
+
+	if req.FromBackupID != "" {
+		if auth.ValidUUID(req.FromBackupID) {
+			req.FromBackupID = strings.ToLower(req.FromBackupID)
+		} else {
+			details = append(details, argumentError{"from_backup_id", reasonFormat, fmt.Sprintf("from_backup_id %q is not a UUID", req.FromBackupID)})
+		}
+	}
+
+	if req.Version != "" && req.Version != strconv.Itoa(engineMajorVersion) {
+		details = append(details, argumentError{"version", reasonConstraint,
+			fmt.Sprintf("version %q is not available: sdblocal runs PostgreSQL %d, so leave version empty or set it to %q", req.Version, engineMajorVersion, strconv.Itoa(engineMajorVersion))})
+	}
+	return details
+}
+
+func validateName(name string) (argumentError, bool) {
+	switch {
+	case name == "":
+		return argumentError{"name", reasonRequired, "set name to 1 to 63 letters, digits or dashes"}, false
+	case len(name) > maxNameLength:
+		return argumentError{"name", reasonConstraint, fmt.Sprintf("name is %d characters long, the maximum is %d", len(name), maxNameLength)}, false
+	case !namePattern.MatchString(name):
+		return argumentError{"name", reasonFormat, fmt.Sprintf("name %q must contain only letters, digits and dashes, and start with a letter or digit", name)}, false
+	}
+	return argumentError{}, true
+}
+
+// validateCPURange checks a database's vCPU limits as they will be stored.
+func validateCPURange(cpuMin, cpuMax uint32) []argumentError {
+	var details []argumentError
+	if cpuMin > maxCPU {
+		details = append(details, argumentError{"cpu_min", reasonConstraint, fmt.Sprintf("cpu_min is %d, it must be between 0 and %d", cpuMin, maxCPU)})
+	}
+	if cpuMax < minCPUMax || cpuMax > maxCPU {
+		details = append(details, argumentError{"cpu_max", reasonConstraint, fmt.Sprintf("cpu_max is %d, it must be between %d and %d", cpuMax, minCPUMax, maxCPU)})
+	}
+	if len(details) == 0 && cpuMin > cpuMax {
+		details = append(details, argumentError{"cpu_min", reasonConstraint, fmt.Sprintf("cpu_min (%d) must not be greater than cpu_max (%d)", cpuMin, cpuMax)})
+	}
+	return details
+}
+
+// validateDatabaseID checks the database_id path parameter and returns it in
+// lower case, the form the catalog stores.
+func validateDatabaseID(id string) (string, error) {
+	if !auth.ValidUUID(id) {
+		return "", invalidArgument("database_id", reasonFormat, fmt.Sprintf("database_id %q is not a UUID", id))
+	}
+	return strings.ToLower(id), nil
+}
+
+// listQuery is the parsed query of GET /databases. Empty strings mean "no
+// filter".
+type listQuery struct {
+	page           int
+	pageSize       int
+	orderBy        string
+	name           string
+	projectID      string
+	organizationID string
+}
+
+// parseListQuery parses and checks the list parameters, returning one entry
+// per invalid parameter.
+func parseListQuery(values url.Values) (listQuery, []argumentError) {
+	q := listQuery{page: 1, pageSize: defaultPageSize, orderBy: orderCreatedAtAsc}
+	var details []argumentError
+
+	if raw := values.Get("page"); raw != "" {
+		page, err := strconv.ParseInt(raw, 10, 32)
+		switch {
+		case err != nil:
+			details = append(details, argumentError{"page", reasonFormat, fmt.Sprintf("page %q is not an integer", raw)})
+		case page < 1:
+			details = append(details, argumentError{"page", reasonConstraint, fmt.Sprintf("page is %d, pages are numbered from 1", page)})
+		default:
+			q.page = int(page)
+		}
+	}
+
+	if raw := values.Get("page_size"); raw != "" {
+		size, err := strconv.ParseUint(raw, 10, 32)
+		switch {
+		case err != nil:
+			details = append(details, argumentError{"page_size", reasonFormat, fmt.Sprintf("page_size %q is not a non-negative integer", raw)})
+		case size > maxPageSize:
+			details = append(details, argumentError{"page_size", reasonConstraint, fmt.Sprintf("page_size is %d, the maximum is %d", size, maxPageSize)})
+		case size > 0:
+			q.pageSize = int(size)
+		}
+	}
+
+	if raw := values.Get("order_by"); raw != "" {
+		if !slices.Contains(listOrders, raw) {
+			details = append(details, argumentError{"order_by", reasonConstraint, fmt.Sprintf("order_by %q is not one of %s", raw, strings.Join(listOrders, ", "))})
+		} else {
+			q.orderBy = raw
+		}
+	}
+
+	q.name = values.Get("name")
+
+	for _, filter := range []struct {
+		name string
+		dst  *string
+	}{{"project_id", &q.projectID}, {"organization_id", &q.organizationID}} {
+		raw := values.Get(filter.name)
+		if raw == "" {
+			continue
+		}
+		if !auth.ValidUUID(raw) {
+			details = append(details, argumentError{filter.name, reasonFormat, fmt.Sprintf("%s %q is not a UUID", filter.name, raw)})
+			continue
+		}
+		*filter.dst = strings.ToLower(raw)
+	}
+	return q, details
+}
+
+func ptr[T any](v T) *T { return &v }

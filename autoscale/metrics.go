@@ -1,0 +1,56 @@
+package autoscale
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the instance lifecycle series, labelled by database_id where a
+// user compares databases.
+type metrics struct {
+	wakes           *prometheus.CounterVec
+	wakeFailures    *prometheus.CounterVec
+	suspends        *prometheus.CounterVec
+	unexpectedExits *prometheus.CounterVec
+	wakeSeconds     prometheus.Histogram
+	running         prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		wakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sdblocal_instance_wakes_total",
+			Help: "Instances started from suspended, by database.",
+		}, []string{"database_id"}),
+		wakeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sdblocal_instance_wake_failures_total",
+			Help: "Wakes that failed, by database.",
+		}, []string{"database_id"}),
+		suspends: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sdblocal_instance_suspends_total",
+			Help: "Instances stopped after their idle timeout or at shutdown, by database.",
+		}, []string{"database_id"}),
+		unexpectedExits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sdblocal_instance_unexpected_exits_total",
+			Help: "Instances whose postmaster exited without a suspend, by database.",
+		}, []string{"database_id"}),
+		wakeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sdblocal_instance_wake_duration_seconds",
+			Help:    "Time from the wake request until the instance accepted a backend connection.",
+			Buckets: []float64{0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10},
+		}),
+		running: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sdblocal_instances_running",
+			Help: "Instances whose postmaster is running.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.wakes, m.wakeFailures, m.suspends, m.unexpectedExits, m.wakeSeconds, m.running)
+	}
+	return m
+}
+
+// forget drops the per-database series of a deleted database.
+func (m *metrics) forget(databaseID string) {
+	m.wakes.DeleteLabelValues(databaseID)
+	m.wakeFailures.DeleteLabelValues(databaseID)
+	m.suspends.DeleteLabelValues(databaseID)
+	m.unexpectedExits.DeleteLabelValues(databaseID)
+}

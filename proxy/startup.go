@@ -1,0 +1,187 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sort"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// Request codes that take the place of a protocol version in the first
+// packet (PostgreSQL's pqcomm.h).
+const (
+	codeCancelRequest = 80877102
+	codeSSLRequest    = 80877103
+	codeGSSENCRequest = 80877104
+)
+
+// maxStartupPacket is PostgreSQL's MAX_STARTUP_PACKET_LENGTH; the server
+// rejects longer startup packets the same way.
+const maxStartupPacket = 10000
+
+// protocolMajor and protocolMinor are the newest protocol version the proxy
+// speaks. A client asking for a newer 3.x minor is answered with
+// NegotiateProtocolVersion, as PostgreSQL 14 does.
+const (
+	protocolMajor = 3
+	protocolMinor = 0
+)
+
+// startup is a decoded StartupMessage and what the negotiation learned.
+type startup struct {
+	params map[string]string
+	tls    *tls.ConnectionState // nil for a plain-text connection
+}
+
+// cancelRequest is a decoded CancelRequest.
+type cancelRequest struct {
+	pid    uint32
+	secret []byte
+}
+
+// negotiate reads the client's first packets: it answers SSLRequest with
+// TLS when tlsConfig is set, declines GSSENCRequest, and returns either the
+// StartupMessage or a CancelRequest. conn is replaced by the TLS connection
+// when TLS is negotiated.
+func negotiate(conn *net.Conn, tlsConfig *tls.Config) (*startup, *cancelRequest, error) {
+	var tlsState *tls.ConnectionState
+	for {
+		packet, err := readStartupPacket(*conn)
+		if err != nil {
+			return nil, nil, err
+		}
+		code := binary.BigEndian.Uint32(packet)
+		switch code {
+		case codeSSLRequest:
+			if len(packet) != 4 {
+				return nil, nil, fatalf(codeProtocolViolation, "invalid length of SSLRequest")
+			}
+			if tlsState != nil {
+				return nil, nil, fatalf(codeProtocolViolation, "SSLRequest received on a connection that already uses TLS")
+			}
+			if tlsConfig == nil {
+				if _, err := (*conn).Write([]byte{'N'}); err != nil {
+					return nil, nil, err
+				}
+				continue
+			}
+			if _, err := (*conn).Write([]byte{'S'}); err != nil {
+				return nil, nil, err
+			}
+			tlsConn := tls.Server(*conn, tlsConfig)
+			if err := tlsConn.Handshake(); err != nil {
+				return nil, nil, fmt.Errorf("TLS handshake: %w", err)
+			}
+			state := tlsConn.ConnectionState()
+			tlsState = &state
+			*conn = tlsConn
+		case codeGSSENCRequest:
+			if len(packet) != 4 {
+				return nil, nil, fatalf(codeProtocolViolation, "invalid length of GSSENCRequest")
+			}
+			if tlsState != nil {
+				return nil, nil, fatalf(codeProtocolViolation, "GSSENCRequest received on a connection that already uses TLS")
+			}
+			if _, err := (*conn).Write([]byte{'N'}); err != nil {
+				return nil, nil, err
+			}
+		case codeCancelRequest:
+			var msg pgproto3.CancelRequest
+			if err := msg.Decode(packet); err != nil {
+				return nil, nil, fatalf(codeProtocolViolation, "invalid CancelRequest: %v", err)
+			}
+			return nil, &cancelRequest{pid: msg.ProcessID, secret: msg.SecretKey}, nil
+		default:
+			params, err := decodeStartupMessage(*conn, packet)
+			if err != nil {
+				return nil, nil, err
+			}
+			return &startup{params: params, tls: tlsState}, nil, nil
+		}
+	}
+}
+
+// readStartupPacket reads one length-prefixed startup packet and returns
+// its body, after the length word.
+func readStartupPacket(r io.Reader) ([]byte, error) {
+	var header [4]byte
+	if _, err := io.ReadFull(r, header[:]); err != nil {
+		return nil, err
+	}
+	length := binary.BigEndian.Uint32(header[:])
+	if length < 8 || length > maxStartupPacket {
+		return nil, fatalf(codeProtocolViolation, "invalid length of startup packet: %d bytes (expected 8 to %d)", length, maxStartupPacket)
+	}
+	body := make([]byte, length-4)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, fmt.Errorf("read startup packet: %w", err)
+	}
+	return body, nil
+}
+
+// decodeStartupMessage checks the protocol version and decodes the
+// parameters. A 3.x minor newer than 3.0, or options named _pq_.*, get a
+// NegotiateProtocolVersion listing what the proxy does not support.
+func decodeStartupMessage(w io.Writer, packet []byte) (map[string]string, error) {
+	version := binary.BigEndian.Uint32(packet)
+	major, minor := version>>16, version&0xffff
+	if major != protocolMajor {
+		return nil, fatalf(codeFeatureNotSupported, "unsupported frontend protocol %d.%d: server supports %d.0 to %d.%d",
+			major, minor, protocolMajor, protocolMajor, protocolMinor)
+	}
+	if packet[len(packet)-1] != 0 {
+		return nil, fatalf(codeProtocolViolation, "invalid startup packet layout: expected terminator as last byte")
+	}
+
+	// pgproto3 decodes versions it implements; the parameter layout is the
+	// same in every 3.x, so the copy is decoded as 3.0.
+	normalized := append([]byte(nil), packet...)
+	binary.BigEndian.PutUint32(normalized, pgproto3.ProtocolVersion30)
+	var msg pgproto3.StartupMessage
+	if err := msg.Decode(normalized); err != nil {
+		return nil, fatalf(codeProtocolViolation, "invalid startup packet layout: %v", err)
+	}
+
+	var unrecognized []string
+	for name := range msg.Parameters {
+		if strings.HasPrefix(name, "_pq_.") {
+			unrecognized = append(unrecognized, name)
+			delete(msg.Parameters, name)
+		}
+	}
+	if minor > protocolMinor || len(unrecognized) > 0 {
+		sort.Strings(unrecognized)
+		reply := &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: protocolMinor, UnrecognizedOptions: unrecognized}
+		if err := writeMessages(w, reply); err != nil {
+			return nil, err
+		}
+	}
+	return msg.Parameters, nil
+}
+
+// writeMessages encodes messages and writes them in one call.
+func writeMessages(w io.Writer, msgs ...pgproto3.BackendMessage) error {
+	var buf []byte
+	for _, msg := range msgs {
+		var err error
+		buf, err = msg.Encode(buf)
+		if err != nil {
+			return fmt.Errorf("encode %T: %w", msg, err)
+		}
+	}
+	_, err := w.Write(buf)
+	return err
+}
+
+// asWireError returns err as the error the client should see, if it is one.
+func asWireError(err error) (*wireError, bool) {
+	var we *wireError
+	ok := errors.As(err, &we)
+	return we, ok
+}
