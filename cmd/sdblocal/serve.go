@@ -35,6 +35,7 @@ type serveOptions struct {
 	idleTimeout time.Duration
 	pgDir       string
 	user        string
+	handshake   time.Duration
 	logLevel    string
 	logFormat   string
 }
@@ -56,6 +57,7 @@ func newServeCommand() *cobra.Command {
 	f.DurationVar(&opts.idleTimeout, "idle-timeout", 5*time.Minute, "time without a query after which an instance is suspended (Go duration, e.g. 30s, 5m)")
 	f.StringVar(&opts.pgDir, "pg-dir", "", "PostgreSQL 14 tree with bin/, lib/ and share/ (default "+autoscale.DefaultPGDir()+")")
 	f.StringVar(&opts.user, "user", "postgres", "unprivileged user to run as when started as root")
+	f.DurationVar(&opts.handshake, "handshake-timeout", 15*time.Second, "time a client has to send its startup packet and password (Go duration)")
 	f.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
 	bindEnv(cmd)
@@ -78,6 +80,9 @@ func serve(opts serveOptions) error {
 	}
 	if opts.idleTimeout <= 0 {
 		return fmt.Errorf("invalid --idle-timeout %s: must be positive", opts.idleTimeout)
+	}
+	if opts.handshake <= 0 {
+		return fmt.Errorf("invalid --handshake-timeout %s: must be positive", opts.handshake)
 	}
 	pgDir := autoscale.ResolvePGDir(opts.pgDir)
 	if err := autoscale.CheckPGDir(pgDir); err != nil {
@@ -177,7 +182,7 @@ func serve(opts serveOptions) error {
 	defer manager.Close()
 
 	authn := auth.NewAuthenticator(cat)
-	pgProxy := proxy.NewServer(proxy.Config{TLS: tlsConfig, Logger: logger, Registerer: registry}, cat, authn, manager)
+	pgProxy := proxy.NewServer(proxy.Config{TLS: tlsConfig, HandshakeTimeout: opts.handshake, Logger: logger, Registerer: registry}, cat, authn, manager)
 	pgHost, pgPort := splitAddr(pgListener.Addr())
 	handler := api.New(api.Config{PGHost: pgHost, PGPort: pgPort, Logger: logger, Gatherer: registry}, cat, authn, manager)
 	httpServer := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
