@@ -15,8 +15,9 @@ BIN := bin/sdblocal
 PG_DIR ?=
 # Extra options for `sdblocal serve` in `make run`.
 RUN_FLAGS ?=
-# Value of go test -benchtime for `make bench`.
-BENCHTIME ?= 1s
+# go test -benchtime and -count for `make bench`: iterations per run, and runs.
+BENCHTIME ?= 50x
+BENCHCOUNT ?= 3
 
 # Client tools the tests run, and the Debian packages that provide them:
 # psql, pg_dump and pg_restore come from postgresql-client-15, and pgbench
@@ -67,7 +68,7 @@ tools:
 	fi
 
 # Run sdblocal in the foreground with its default data directory.
-run: build postgres
+run: build postgres tools
 	$(BIN) serve $(RUN_FLAGS)
 
 # Vet the code and run every test against the real PostgreSQL binaries and client tools.
@@ -75,10 +76,34 @@ test: build postgres tools
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
 
-# Run the Go benchmarks and print the results; nothing writes docs/benchmarks.md yet.
+# Run the benchmarks against the real binary and instances, and write their
+# figures, the method and the machine to docs/benchmarks.md.
 bench: build postgres tools
-	$(GO) test -run '^$$' -bench . -benchtime=$(BENCHTIME) ./...
-	echo "Benchmarks finished. Nothing writes docs/benchmarks.md yet; the results are only printed above."
+	out=$$(mktemp)
+	$(GO) test -count=$(BENCHCOUNT) -run '^$$' -bench . -benchtime=$(BENCHTIME) ./... | tee "$$out"
+	{
+		echo "# Benchmarks"
+		echo
+		echo "Written by \`make bench\` on $$(date -u +%Y-%m-%d). Each benchmark starts the real"
+		echo "\`sdblocal\` binary and PostgreSQL 14 instances and drives them with the pgx driver"
+		echo "over TLS on loopback; see \`cmd/sdblocal/bench_test.go\` for what each one times."
+		echo "Settings: \`-benchtime=$(BENCHTIME) -count=$(BENCHCOUNT)\`."
+		echo
+		echo "Machine: $$(nproc) CPUs ($$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)),"
+		echo "$$(free -g | awk '/^Mem:/ {print $$2}') GiB memory, $$(uname -sr), $$($(GO) version | cut -d' ' -f3)."
+		echo
+		echo "| benchmark | ms/op |"
+		echo "|---|---|"
+		awk '/^Benchmark/ {printf "| %s | %.3f |\n", $$1, $$3 / 1e6}' "$$out"
+		echo
+		echo "Raw output:"
+		echo
+		echo '```'
+		grep -E '^(goos|goarch|pkg|cpu|Benchmark)' "$$out"
+		echo '```'
+	} > docs/benchmarks.md
+	rm -f "$$out"
+	echo "Wrote docs/benchmarks.md"
 
 # Remove build and coverage output. The PostgreSQL binaries in the cache directory stay.
 clean:

@@ -96,7 +96,7 @@ func (s *server) createDatabase(w http.ResponseWriter, r *http.Request, call *ap
 	}
 
 	// An unknown project gets the same 403 as a project the caller may not
-	// use, as on Scaleway, so the answer does not reveal which IDs exist.
+	// use, so the response does not reveal which project IDs exist.
 	project, err := s.lookupProject(req.ProjectID, actionCreate)
 	if err != nil {
 		return nil, err
@@ -114,8 +114,8 @@ func (s *server) createDatabase(w http.ResponseWriter, r *http.Request, call *ap
 		return nil, notFound(resourceBackup, req.FromBackupID)
 	}
 
-	// Names are not unique: Scaleway accepts two databases with the same
-	// name in one project, and the proxy routes by database ID.
+	// Names need not be unique within a project, because the proxy routes
+	// by database ID.
 	db := catalog.Database{
 		ID:             uuid.NewString(),
 		Name:           req.Name,
@@ -210,7 +210,7 @@ func (s *server) deleteDatabase(w http.ResponseWriter, r *http.Request, call *ap
 
 // updateDatabase handles PATCH /databases/{database_id}, which changes the
 // vCPU limits. Instances has no call for a limit change, so the instance
-// manager sees the new limits only when it reads the record again.
+// manager applies the new limits only when it reads the record again.
 func (s *server) updateDatabase(w http.ResponseWriter, r *http.Request, call *apiCall) (any, error) {
 	id, err := validateDatabaseID(r.PathValue("database_id"))
 	if err != nil {
@@ -253,6 +253,7 @@ func (s *server) updateDatabase(w http.ResponseWriter, r *http.Request, call *ap
 		return nil, err
 	}
 
+	s.inst.SetCPU(id, updated.CPUMin, updated.CPUMax)
 	s.log.Info("database updated", "database_id", id, "principal_id", call.principal().ID,
 		"cpu_min", updated.CPUMin, "cpu_max", updated.CPUMax)
 	return s.toJSON(updated), nil
@@ -267,8 +268,9 @@ func (s *server) listDatabases(w http.ResponseWriter, r *http.Request, call *api
 		return nil, invalidArguments(details...)
 	}
 
-	// Naming a scope the caller cannot read is denied outright, as a scoped
-	// request is on Scaleway, instead of returning an empty list.
+	// A filter naming a scope the caller cannot read returns
+	// permissions_denied rather than an empty list, so a wrong ID is not
+	// mistaken for an empty project.
 	principal := call.principal()
 	if q.organizationID != "" && q.organizationID != principal.OrganizationID {
 		return nil, permissionsDenied(actionList)
@@ -401,7 +403,7 @@ func checkSettled(db catalog.Database) error {
 	return nil
 }
 
-// lookupProject reads a project, answering permissions_denied with the given
+// lookupProject reads a project and returns permissions_denied naming the
 // action when it does not exist.
 func (s *server) lookupProject(id, action string) (catalog.Project, error) {
 	var project catalog.Project
@@ -417,7 +419,7 @@ func (s *server) lookupProject(id, action string) (catalog.Project, error) {
 }
 
 // authorize checks that the caller may perform action on the project's
-// databases, answering permissions_denied naming deniedAction otherwise.
+// databases and returns permissions_denied naming deniedAction otherwise.
 func (s *server) authorize(call *apiCall, organizationID, projectID string, action auth.Action, deniedAction string) error {
 	ok, err := s.authn.Authorize(call.principal(), organizationID, projectID, action)
 	if err != nil {

@@ -128,8 +128,8 @@ func TestDatabaseLifecycle(t *testing.T) {
 	}
 }
 
-// requireDeletedError asserts the real API's answer for a deleted database:
-// permissions_denied with no details.
+// requireDeletedError asserts the error the real API returns for a deleted
+// database: permissions_denied with no details.
 func requireDeletedError(t *testing.T, err error) {
 	t.Helper()
 	denied, ok := err.(*scw.PermissionsDeniedError)

@@ -29,7 +29,7 @@ func (e *apiError) Error() string {
 
 func (e *apiError) Unwrap() error { return e.cause }
 
-// Argument error reasons, the values the SDK's InvalidArgumentsError knows.
+// Argument error reasons, the values defined by the SDK's InvalidArgumentsError.
 const (
 	reasonRequired   = "required"
 	reasonFormat     = "format"
@@ -95,9 +95,10 @@ type permissionsDeniedBody struct {
 // details for every database action.
 const resourceDatabasePermission = "serverless_sql_database"
 
-// Actions named in permissions_denied details. The real API's action names
-// for this product are not documented, so these follow the verbs other
-// Scaleway APIs send (read, list, create, write, delete).
+// Actions named in permissions_denied details.
+//
+// NOTE: the real API's action names for this product are not documented.
+// Other Scaleway APIs send "read" for reads, and the other verbs are guesses.
 const (
 	actionList   = "list"
 	actionRead   = "read"
@@ -114,8 +115,8 @@ func permissionsDenied(action string) *apiError {
 	}}
 }
 
-// permissionsDeniedDeleted is the real API's answer for a resource that was
-// deleted: a 403 with empty details, which Terraform takes as "gone".
+// permissionsDeniedDeleted is the error the real API returns for a deleted
+// resource: a 403 with empty details, which Terraform takes as "gone".
 func permissionsDeniedDeleted() *apiError {
 	return &apiError{status: http.StatusForbidden, errorType: "permissions_denied", body: permissionsDeniedBody{
 		Details: []permissionDetail{},
@@ -184,7 +185,7 @@ func locked(resource, id string) *apiError {
 // genericErrorBody carries the errors that have no typed form in the SDK:
 // unknown routes, wrong methods, unsupported content types, rate limiting and
 // internal failures. Their types are sdblocal's own, so the SDK reports them
-// as *scw.ResponseError keeping the message, which says what to do. An
+// as *scw.ResponseError keeping the message, which names the fix. An
 // unknown route gets its own type rather than not_found, which the SDK would
 // report as a missing resource with an empty name and ID.
 type genericErrorBody struct {
@@ -220,6 +221,9 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, principalID 
 		slog.Int("status", apiErr.status),
 		slog.String("principal_id", principalID),
 		slog.String("error_type", apiErr.errorType),
+	}
+	if databaseID := r.PathValue("database_id"); databaseID != "" {
+		attrs = append(attrs, slog.String("database_id", databaseID))
 	}
 	if apiErr.cause != nil {
 		attrs = append(attrs, slog.String("error", apiErr.cause.Error()))

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -20,16 +21,17 @@ import (
 	"github.com/sdblocal/sdblocal/catalog"
 )
 
-// fakeInstances stands in for the instance manager at the Instances
-// boundary. Provision marks the database ready at once, and Remove only
-// records the call until finishRemove deletes the record, so tests can look
-// at the deleting status in between.
+// fakeInstances replaces the instance manager at the Instances boundary.
+// Provision marks the database ready at once, and Remove only records the
+// call until finishRemove deletes the record, so tests can look at the
+// deleting status in between.
 type fakeInstances struct {
 	cat *catalog.Catalog
 
 	mu          sync.Mutex
 	provisioned []catalog.Database
 	removed     []string
+	cpuChanges  []string
 	states      map[string]instanceState
 }
 
@@ -51,6 +53,12 @@ func (f *fakeInstances) Remove(id string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.removed = append(f.removed, id)
+}
+
+func (f *fakeInstances) SetCPU(id string, cpuMin, cpuMax uint32) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cpuChanges = append(f.cpuChanges, fmt.Sprintf("%s %d-%d", id, cpuMin, cpuMax))
 }
 
 func (f *fakeInstances) State(id string) (bool, uint32) {

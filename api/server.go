@@ -26,6 +26,9 @@ type Instances interface {
 	// Remove stops the database's instance and deletes its files in the
 	// background, then deletes the catalog record.
 	Remove(id string)
+	// SetCPU applies changed cpu_min and cpu_max: cpu_min >= 1 wakes the
+	// instance and keeps it running, 0 lets it suspend when idle.
+	SetCPU(id string, cpuMin, cpuMax uint32)
 	// State returns whether the instance runs and its allocated vCPUs.
 	State(id string) (started bool, cpuCurrent uint32)
 }
@@ -132,7 +135,7 @@ func (s *server) routes() *http.ServeMux {
 }
 
 // handleResource registers one handler per method on path, and a pattern
-// without a method that answers every other method with a JSON 405. The
+// without a method that rejects every other method with a JSON 405. The
 // method patterns are more specific, so ServeMux prefers them.
 func (s *server) handleResource(mux *http.ServeMux, path string, handlers map[string]apiHandler) {
 	var allowed []string
@@ -152,15 +155,16 @@ func (s *server) handleResource(mux *http.ServeMux, path string, handlers map[st
 	})
 }
 
-// serveMetadata answers the SDK's GET /metadata, which it sends after every
-// call to build resource SRNs and caches only when it succeeds. The values
-// are those of api.scaleway.com.
+// serveMetadata serves GET /metadata. The SDK requests it after every call
+// to build resource SRNs and caches it only on success, so without this
+// route each call would cost a second, failing request. The values are
+// those of api.scaleway.com.
 func serveMetadata(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"domain": "scw.eu", "partition": "scw", "platform": "external"})
 }
 
-// apiCall is what every API handler receives besides the request: the
-// authenticated caller and the region from the path.
+// apiCall is the context of one authenticated API call: the caller and the
+// region from the path.
 type apiCall struct {
 	identity auth.Identity
 	region   string

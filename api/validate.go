@@ -19,8 +19,8 @@ const maxNameLength = 63
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]*$`)
 
-// vCPU limits of a database. Autoscaling caps a database at 15 vCPUs, and a
-// maximum of 0 would leave it unable to ever run.
+// vCPU limits of a database. Scaleway documents 15 vCPUs as the autoscaling
+// cap, and a maximum of 0 would leave the database unable to ever run.
 const (
 	maxCPU    = 15
 	minCPUMax = 1
@@ -35,8 +35,8 @@ const (
 const engineMajorVersion = 14
 
 // List pagination. The real API documents neither a default nor a maximum
-// page size; these are sdblocal's choices. A page_size of 0 means the default,
-// as it does for the proto3 integers the Scaleway API is defined with.
+// page size, so these are sdblocal's choices. A page_size of 0 means the
+// default, as the SDK also treats 0 as unset when it applies its own default.
 const (
 	defaultPageSize = 20
 	maxPageSize     = 100
@@ -64,7 +64,7 @@ type createDatabaseRequest struct {
 	Version        string  `json:"version"`
 }
 
-// updateDatabaseRequest is the body of PATCH /databases/{database_id}; only
+// updateDatabaseRequest is the body of PATCH /databases/{database_id}. Only
 // the fields present change.
 type updateDatabaseRequest struct {
 	CPUMin *uint32 `json:"cpu_min"`
@@ -125,7 +125,7 @@ func validateName(name string) (argumentError, bool) {
 	case name == "":
 		return argumentError{"name", reasonRequired, "set name to 1 to 63 letters, digits or dashes"}, false
 	case len(name) > maxNameLength:
-		return argumentError{"name", reasonConstraint, fmt.Sprintf("name is %d characters long, the maximum is %d", len(name), maxNameLength)}, false
+		return argumentError{"name", reasonConstraint, fmt.Sprintf("name must be at most %d characters, got %d", maxNameLength, len(name))}, false
 	case !namePattern.MatchString(name):
 		return argumentError{"name", reasonFormat, fmt.Sprintf("name %q must contain only letters, digits and dashes, and start with a letter or digit", name)}, false
 	}
@@ -136,10 +136,10 @@ func validateName(name string) (argumentError, bool) {
 func validateCPURange(cpuMin, cpuMax uint32) []argumentError {
 	var details []argumentError
 	if cpuMin > maxCPU {
-		details = append(details, argumentError{"cpu_min", reasonConstraint, fmt.Sprintf("cpu_min is %d, it must be between 0 and %d", cpuMin, maxCPU)})
+		details = append(details, argumentError{"cpu_min", reasonConstraint, fmt.Sprintf("cpu_min must be between 0 and %d, got %d", maxCPU, cpuMin)})
 	}
 	if cpuMax < minCPUMax || cpuMax > maxCPU {
-		details = append(details, argumentError{"cpu_max", reasonConstraint, fmt.Sprintf("cpu_max is %d, it must be between %d and %d", cpuMax, minCPUMax, maxCPU)})
+		details = append(details, argumentError{"cpu_max", reasonConstraint, fmt.Sprintf("cpu_max must be between %d and %d, got %d", minCPUMax, maxCPU, cpuMax)})
 	}
 	if len(details) == 0 && cpuMin > cpuMax {
 		details = append(details, argumentError{"cpu_min", reasonConstraint, fmt.Sprintf("cpu_min (%d) must not be greater than cpu_max (%d)", cpuMin, cpuMax)})
@@ -179,7 +179,7 @@ func parseListQuery(values url.Values) (listQuery, []argumentError) {
 		case err != nil:
 			details = append(details, argumentError{"page", reasonFormat, fmt.Sprintf("page %q is not an integer", raw)})
 		case page < 1:
-			details = append(details, argumentError{"page", reasonConstraint, fmt.Sprintf("page is %d, pages are numbered from 1", page)})
+			details = append(details, argumentError{"page", reasonConstraint, fmt.Sprintf("page must be 1 or more, got %d", page)})
 		default:
 			q.page = int(page)
 		}
@@ -191,7 +191,7 @@ func parseListQuery(values url.Values) (listQuery, []argumentError) {
 		case err != nil:
 			details = append(details, argumentError{"page_size", reasonFormat, fmt.Sprintf("page_size %q is not a non-negative integer", raw)})
 		case size > maxPageSize:
-			details = append(details, argumentError{"page_size", reasonConstraint, fmt.Sprintf("page_size is %d, the maximum is %d", size, maxPageSize)})
+			details = append(details, argumentError{"page_size", reasonConstraint, fmt.Sprintf("page_size must be at most %d, got %d", maxPageSize, size)})
 		case size > 0:
 			q.pageSize = int(size)
 		}

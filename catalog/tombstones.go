@@ -13,9 +13,9 @@ const TombstoneDatabase = "database"
 var bucketTombstones = []byte("tombstones")
 
 // Tombstone records that a resource existed and was deleted. The real API
-// answers requests for a deleted database with permissions_denied and for a
-// never-existing one with not_found, and clients such as Terraform rely on
-// that difference, so the ID must be remembered after the record is gone.
+// returns permissions_denied for a deleted database and not_found for one
+// that never existed. Terraform takes only the first as "deleted", so the ID
+// must be remembered after the record is gone.
 type Tombstone struct {
 	Kind           string    `json:"kind"`
 	ID             string    `json:"id"`

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	sdb "github.com/scaleway/scaleway-sdk-go/api/serverless_sqldb/v1alpha1"
 )
 
 // TestSuspendAndWake is the whole first-use story: create a database over
@@ -329,5 +330,32 @@ func runWithTimeout(cmd *exec.Cmd, timeout time.Duration) (string, error) {
 		_ = cmd.Process.Kill()
 		<-done
 		return out.String(), fmt.Errorf("still running after %s", timeout)
+	}
+}
+
+// TestCPUMinKeepsRunning checks that cpu_min >= 1 starts the instance
+// without a client and keeps it through idle periods, and that lowering it
+// to 0 with PATCH lets it suspend.
+func TestCPUMinKeepsRunning(t *testing.T) {
+	s := startServer(t, "--idle-timeout", "300ms")
+	db := s.createDatabase(t, "always-on", 1, 2)
+
+	waitFor(t, 10*time.Second, "cpu_min 1 to start the instance", func() bool {
+		d := s.getDatabase(t, db.ID)
+		return d.Started && d.CPUCurrent == 1
+	})
+	pid := s.postmasterPID(t, db.ID)
+	time.Sleep(1500 * time.Millisecond) // five idle timeouts
+	if !processAlive(pid) {
+		t.Fatal("instance with cpu_min 1 was suspended")
+	}
+
+	zero := uint32(0)
+	if _, err := s.api.UpdateDatabase(&sdb.UpdateDatabaseRequest{DatabaseID: db.ID, CPUMin: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "suspend after cpu_min was lowered to 0", func() bool { return !processAlive(pid) })
+	if d := s.getDatabase(t, db.ID); d.Started || d.CPUCurrent != 0 {
+		t.Errorf("after suspend: started=%v cpu_current=%d", d.Started, d.CPUCurrent)
 	}
 }

@@ -54,7 +54,7 @@ func TestMain(m *testing.M) {
 // testServer is one running `sdblocal serve` with its own data directory
 // and loopback ports.
 type testServer struct {
-	t       *testing.T
+	t       testing.TB
 	dataDir string
 	apiURL  string
 	pgHost  string
@@ -84,7 +84,7 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -96,7 +96,7 @@ func freePort(t *testing.T) int {
 
 // newDataDir returns a short temporary directory: instance sockets live
 // below it and a Unix socket path is limited to 107 bytes.
-func newDataDir(t *testing.T) string {
+func newDataDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "sdbt-")
 	if err != nil {
@@ -108,12 +108,12 @@ func newDataDir(t *testing.T) string {
 
 // startServer runs sdblocal serve on a fresh data directory and waits for
 // /healthz. extra flags are appended to the command line.
-func startServer(t *testing.T, extra ...string) *testServer {
+func startServer(t testing.TB, extra ...string) *testServer {
 	t.Helper()
 	return startServerIn(t, newDataDir(t), extra...)
 }
 
-func startServerIn(t *testing.T, dataDir string, extra ...string) *testServer {
+func startServerIn(t testing.TB, dataDir string, extra ...string) *testServer {
 	t.Helper()
 	apiPort, pgPort := freePort(t), freePort(t)
 	s := &testServer{
@@ -218,7 +218,7 @@ func (s *testServer) stop() {
 
 // createDatabase creates a database through the Scaleway SDK and waits
 // until it is ready.
-func (s *testServer) createDatabase(t *testing.T, name string, cpuMin, cpuMax uint32) *sdb.Database {
+func (s *testServer) createDatabase(t testing.TB, name string, cpuMin, cpuMax uint32) *sdb.Database {
 	t.Helper()
 	db, err := s.api.CreateDatabase(&sdb.CreateDatabaseRequest{
 		ProjectID: s.creds.ProjectID, Name: name, CPUMin: cpuMin, CPUMax: cpuMax,
@@ -245,7 +245,7 @@ func (s *testServer) createDatabase(t *testing.T, name string, cpuMin, cpuMax ui
 	}
 }
 
-func (s *testServer) getDatabase(t *testing.T, id string) *sdb.Database {
+func (s *testServer) getDatabase(t testing.TB, id string) *sdb.Database {
 	t.Helper()
 	db, err := s.api.GetDatabase(&sdb.GetDatabaseRequest{DatabaseID: id})
 	if err != nil {
@@ -263,7 +263,7 @@ func (s *testServer) connString(db *sdb.Database) string {
 
 // psql runs one psql command with ON_ERROR_STOP and returns its unaligned,
 // tuples-only output.
-func (s *testServer) psql(t *testing.T, db *sdb.Database, sql string) (string, error) {
+func (s *testServer) psql(t testing.TB, db *sdb.Database, sql string) (string, error) {
 	t.Helper()
 	cmd := exec.Command("psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql, s.connString(db))
 	cmd.Env = append(serverEnv(), "PGCONNECT_TIMEOUT=30")
@@ -271,7 +271,7 @@ func (s *testServer) psql(t *testing.T, db *sdb.Database, sql string) (string, e
 	return strings.TrimSpace(string(out)), err
 }
 
-func (s *testServer) mustPsql(t *testing.T, db *sdb.Database, sql string) string {
+func (s *testServer) mustPsql(t testing.TB, db *sdb.Database, sql string) string {
 	t.Helper()
 	out, err := s.psql(t, db, sql)
 	if err != nil {
@@ -282,7 +282,7 @@ func (s *testServer) mustPsql(t *testing.T, db *sdb.Database, sql string) string
 
 // postmasterPID returns the PID in the instance's postmaster.pid, or 0
 // when the file is absent (the instance is suspended).
-func (s *testServer) postmasterPID(t *testing.T, databaseID string) int {
+func (s *testServer) postmasterPID(t testing.TB, databaseID string) int {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(s.dataDir, "instances", databaseID, "data", "postmaster.pid"))
 	if os.IsNotExist(err) {
@@ -307,7 +307,7 @@ func processAlive(pid int) bool {
 // metric returns the value of the first sample of name whose labels
 // contain every labels fragment (for example `database_id="..."`), and
 // false when there is none.
-func (s *testServer) metric(t *testing.T, name string, labels ...string) (float64, bool) {
+func (s *testServer) metric(t testing.TB, name string, labels ...string) (float64, bool) {
 	t.Helper()
 	resp, err := http.Get(s.apiURL + "/metrics")
 	if err != nil {
@@ -344,7 +344,7 @@ func (s *testServer) metric(t *testing.T, name string, labels ...string) (float6
 }
 
 // waitFor polls cond every 20 ms until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -357,7 +357,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 
 // apiRequest sends a raw HTTP request with the owner's token and returns
 // the status and body.
-func (s *testServer) apiRequest(t *testing.T, method, path string, body io.Reader) (int, map[string]any) {
+func (s *testServer) apiRequest(t testing.TB, method, path string, body io.Reader) (int, map[string]any) {
 	t.Helper()
 	req, err := http.NewRequest(method, s.apiURL+path, body)
 	if err != nil {
