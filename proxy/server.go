@@ -26,8 +26,8 @@ import (
 // Config holds the proxy's settings. Zero values take the defaults given on
 // each field.
 type Config struct {
-	// TLS answers SSLRequest; nil declines TLS, and then no password is
-	// accepted, since the exchange is cleartext.
+	// TLS is the configuration for SSLRequest. When it is nil, the proxy
+	// declines TLS and accepts cleartext passwords without it.
 	TLS *tls.Config
 	// HandshakeTimeout bounds the time from accept until the client has
 	// sent its startup packet and password. Default 15s.

@@ -56,7 +56,7 @@ type session struct {
 	mu        sync.Mutex
 	backend   *backend
 	busy      bool // holds an Instance.Begin
-	inflight  int  // Query, Sync and FunctionCall messages not yet answered by ReadyForQuery
+	inflight  int  // Query, Sync and FunctionCall messages with no ReadyForQuery yet
 	openBatch bool // extended-protocol messages sent since the last Sync
 	txStatus  byte // from the last ReadyForQuery: 'I', 'T' or 'E'
 	ended     bool
@@ -269,7 +269,7 @@ func (s *session) backendWriteFailed(err error) error {
 }
 
 // readBackend forwards backend messages to the client, tracking
-// ReadyForQuery so the session knows when it is idle.
+// ReadyForQuery to detect when the session becomes idle.
 func (s *session) readBackend(b *backend) {
 	var header [5]byte
 	sawFatal := false
@@ -345,8 +345,8 @@ func (s *session) forwardToClient(b *backend, header [5]byte) (sawFatal bool, er
 
 // backendEnded handles the end of a backend connection the proxy did not
 // close itself. An idle client keeps its session and gets a new backend on
-// its next message; a busy client, or one whose backend sent FATAL, is
-// disconnected as PostgreSQL would disconnect it.
+// its next message. A busy client, or one whose backend sent FATAL, is
+// disconnected, as PostgreSQL would disconnect it.
 func (s *session) backendEnded(b *backend, err error, sawFatal bool) {
 	if b.detached.Load() {
 		return

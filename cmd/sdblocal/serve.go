@@ -142,8 +142,8 @@ func serve(opts serveOptions) error {
 	}
 
 	// embedded-postgres writes a log file to the temporary directory at
-	// each provisioning and never removes it; keeping those files in the
-	// data directory makes them the service user's and easy to clean.
+	// each provisioning and never removes it. A temporary directory inside
+	// the data directory belongs to the service user and is emptied here.
 	tmpDir := filepath.Join(dataDir, "tmp")
 	if err := os.RemoveAll(tmpDir); err != nil {
 		return fmt.Errorf("clean %s: %w", tmpDir, err)
@@ -281,7 +281,7 @@ func newLogger(level, format string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("invalid --log-format %q: expected text or json", format)
 }
 
-// printWelcome tells a new user how to connect. It names the credentials
+// printWelcome prints how to connect. It names the credentials
 // file instead of printing the secret key.
 func printWelcome(dataDir string, addrs addresses, creds auth.Credentials, tlsFiles proxy.TLSFiles) {
 	fmt.Printf(`
