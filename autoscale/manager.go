@@ -64,6 +64,7 @@ type Manager struct {
 	stop      chan struct{}
 	loopDone  chan struct{}
 	started   bool
+	closeOnce sync.Once
 }
 
 // ErrNoInstance is returned for a database that has no instance (unknown,
@@ -240,8 +241,12 @@ func (m *Manager) idleLoop() {
 }
 
 // Close waits for provisioning and removals in progress, then stops every
-// running instance with a fast shutdown.
+// running instance with a fast shutdown. Later calls do nothing.
 func (m *Manager) Close() {
+	m.closeOnce.Do(m.close)
+}
+
+func (m *Manager) close() {
 	close(m.stop)
 	if m.started {
 		<-m.loopDone

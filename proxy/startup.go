@@ -139,6 +139,12 @@ func decodeStartupMessage(w io.Writer, packet []byte) (map[string]string, error)
 		return nil, fatalf(codeProtocolViolation, "invalid startup packet layout: expected terminator as last byte")
 	}
 
+	// An empty parameter list is valid; the missing user is reported later,
+	// as PostgreSQL reports it. pgproto3 requires at least one pair.
+	if len(packet) == 5 {
+		return map[string]string{}, nil
+	}
+
 	// pgproto3 decodes versions it implements; the parameter layout is the
 	// same in every 3.x, so the copy is decoded as 3.0.
 	normalized := append([]byte(nil), packet...)

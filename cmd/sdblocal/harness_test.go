@@ -206,6 +206,9 @@ func (s *testServer) stop() {
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.exited:
+		if code := s.cmd.ProcessState.ExitCode(); code != 0 {
+			s.t.Errorf("sdblocal exited with status %d after SIGTERM, want 0", code)
+		}
 	case <-time.After(30 * time.Second):
 		_ = s.cmd.Process.Kill()
 		<-s.exited

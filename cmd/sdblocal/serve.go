@@ -179,6 +179,7 @@ func serve(opts serveOptions) error {
 	if err := manager.Start(); err != nil {
 		return err
 	}
+	// Close runs once: here on an early return, or in the shutdown below.
 	defer manager.Close()
 
 	authn := auth.NewAuthenticator(cat)
