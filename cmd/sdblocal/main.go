@@ -25,7 +25,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCommand(), newEnvCommand(), newPostgresCommand())
+	root.AddCommand(newServeCommand(), newEnvCommand(), newPostgresCommand(), newDBCommand(), newBackupCommand(), newIAMCommand())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "sdblocal:", err)
 		os.Exit(1)
