@@ -44,6 +44,9 @@ type databaseJSON struct {
 	CPUCurrent         uint32 `json:"cpu_current"`
 	Started            bool   `json:"started"`
 	EngineMajorVersion uint32 `json:"engine_major_version"`
+	// Version is the newer form of engine_major_version, which the
+	// real API sends alongside it.
+	Version versionJSON `json:"version"`
 }
 
 type listDatabasesResponse struct {
@@ -68,6 +71,7 @@ func (s *server) toJSON(db catalog.Database) databaseJSON {
 		CPUCurrent:         cpuCurrent,
 		Started:            started,
 		EngineMajorVersion: engineMajorVersion,
+		Version:            engineVersion(db.Region),
 	}
 }
 
@@ -108,10 +112,23 @@ func (s *server) createDatabase(w http.ResponseWriter, r *http.Request, call *ap
 		return nil, invalidArgument("organization_id", reasonConstraint,
 			fmt.Sprintf("project %s belongs to organization %s, not %s: omit organization_id or fix it", project.ID, project.OrganizationID, req.OrganizationID))
 	}
+	var fromBackup *catalog.Backup
 	if req.FromBackupID != "" {
-		// TODO: look the backup up once backups exist; until then no
-		// backup ID can match.
-		return nil, notFound(resourceBackup, req.FromBackupID)
+		backup, err := s.findBackup(call, req.FromBackupID)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.authorize(call, backup.OrganizationID, backup.ProjectID, auth.ActionRead, actionRead); err != nil {
+			return nil, err
+		}
+		if backup.Status != catalog.BackupStatusReady {
+			return nil, preconditionFailed(preconditionUnknown,
+				fmt.Sprintf("backup %s is %s: only a ready backup can be restored", backup.ID, backup.Status))
+		}
+		if s.cfg.Backups == nil {
+			return nil, backupsDisabled("creating a database from a backup")
+		}
+		fromBackup = &backup
 	}
 
 	// Names need not be unique within a project, because the proxy routes
@@ -136,16 +153,46 @@ func (s *server) createDatabase(w http.ResponseWriter, r *http.Request, call *ap
 			}
 			return err
 		}
+		// Counted in the same transaction as the write, so concurrent
+		// creates cannot overshoot the quota.
+		if err := s.checkDatabaseQuota(tx, project.ID); err != nil {
+			return err
+		}
 		return tx.PutDatabase(db)
 	})
 	if err != nil {
 		return nil, err
 	}
 
-	s.inst.Provision(db)
+	if fromBackup != nil {
+		s.cfg.Backups.ProvisionFromBackup(db, *fromBackup)
+	} else {
+		s.inst.Provision(db)
+	}
 	s.log.Info("database created", "database_id", db.ID, "project_id", db.ProjectID, "principal_id", call.principal().ID,
 		"name", db.Name, "cpu_min", db.CPUMin, "cpu_max", db.CPUMax)
 	return s.toJSON(db), nil
+}
+
+// resourceDatabaseQuota is the resource named in quotas_exceeded details
+// about databases.
+const resourceDatabaseQuota = "serverless_sql_database"
+
+// checkDatabaseQuota returns quotas_exceeded when the project already holds
+// the maximum number of databases.
+func (s *server) checkDatabaseQuota(tx *catalog.Tx, projectID string) error {
+	limit := s.cfg.MaxDatabasesPerProject
+	if limit < 0 {
+		return nil
+	}
+	count, err := tx.CountDatabases(projectID)
+	if err != nil {
+		return err
+	}
+	if count >= limit {
+		return quotasExceeded(resourceDatabaseQuota, limit, count)
+	}
+	return nil
 }
 
 // getDatabase handles GET /databases/{database_id}.
@@ -318,26 +365,9 @@ func (s *server) listDatabases(w http.ResponseWriter, r *http.Request, call *api
 }
 
 // readableDatabases keeps the databases whose project the principal may
-// read, asking the authenticator once per project.
+// read.
 func (s *server) readableDatabases(principal catalog.Principal, dbs []catalog.Database) ([]catalog.Database, error) {
-	readable := map[string]bool{}
-	var out []catalog.Database
-	for _, db := range dbs {
-		key := db.OrganizationID + "/" + db.ProjectID
-		ok, seen := readable[key]
-		if !seen {
-			var err error
-			ok, err = s.authn.Authorize(principal, db.OrganizationID, db.ProjectID, auth.ActionRead)
-			if err != nil {
-				return nil, fmt.Errorf("authorize principal %s on project %s: %w", principal.ID, db.ProjectID, err)
-			}
-			readable[key] = ok
-		}
-		if ok {
-			out = append(out, db)
-		}
-	}
-	return out, nil
+	return readable(s.authn, principal, dbs, func(db *catalog.Database) (string, string) { return db.OrganizationID, db.ProjectID })
 }
 
 // sortDatabases orders dbs, which the catalog returns oldest first with ties

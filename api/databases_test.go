@@ -154,6 +154,8 @@ func TestCreateDatabaseValidation(t *testing.T) {
 		{"name with underscore", sdb.CreateDatabaseRequest{Name: "my_db", CPUMax: 4}, "name", "format"},
 		{"name with space", sdb.CreateDatabaseRequest{Name: "my db", CPUMax: 4}, "name", "format"},
 		{"name of 64 characters", sdb.CreateDatabaseRequest{Name: strings.Repeat("a", 64), CPUMax: 4}, "name", "constraint"},
+		{"reserved name template1", sdb.CreateDatabaseRequest{Name: "template1", CPUMax: 4}, "name", "constraint"},
+		{"reserved name template0", sdb.CreateDatabaseRequest{Name: "template0", CPUMax: 4}, "name", "constraint"},
 		{"cpu_max of 0", sdb.CreateDatabaseRequest{Name: "db", CPUMax: 0}, "cpu_max", "constraint"},
 		{"cpu_max of 16", sdb.CreateDatabaseRequest{Name: "db", CPUMax: 16}, "cpu_max", "constraint"},
 		{"cpu_min of 16", sdb.CreateDatabaseRequest{Name: "db", CPUMin: 16, CPUMax: 15}, "cpu_min", "constraint"},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 )
 
@@ -105,11 +106,21 @@ const (
 	actionCreate = "create"
 	actionWrite  = "write"
 	actionDelete = "delete"
+	// actionRestore and actionExport name the backup actions, which
+	// need the same right as changing a database.
+	actionRestore = "restore"
+	actionExport  = "export"
 )
 
 func permissionsDenied(action string) *apiError {
+	return permissionsDeniedOn(resourceDatabasePermission, action)
+}
+
+// permissionsDeniedOn returns permissions_denied naming the action on the
+// resource, for calls on other resources than databases.
+func permissionsDeniedOn(resource, action string) *apiError {
 	return &apiError{status: http.StatusForbidden, errorType: "permissions_denied", body: permissionsDeniedBody{
-		Details: []permissionDetail{{Resource: resourceDatabasePermission, Action: action}},
+		Details: []permissionDetail{{Resource: resource, Action: action}},
 		Message: "insufficient permissions",
 		Type:    "permissions_denied",
 	}}
@@ -163,6 +174,57 @@ func transientState(resource, id, state string) *apiError {
 		Resource:     resource,
 		ResourceID:   id,
 		Type:         "transient_state",
+	}}
+}
+
+// quotaDetail is one entry of a quotas_exceeded body. The SDK decodes quota
+// and current as uint32, so they must be JSON integers.
+type quotaDetail struct {
+	Resource string `json:"resource"`
+	Quota    uint32 `json:"quota"`
+	Current  uint32 `json:"current"`
+}
+
+type quotasExceededBody struct {
+	Details []quotaDetail `json:"details"`
+	Message string        `json:"message"`
+	Type    string        `json:"type"`
+}
+
+// quotasExceeded is sent with status 403, as api.scaleway.com does for an
+// exceeded quota.
+func quotasExceeded(resource string, quota, current int) *apiError {
+	return &apiError{status: http.StatusForbidden, errorType: "quotas_exceeded", body: quotasExceededBody{
+		Details: []quotaDetail{{Resource: resource, Quota: clampUint32(quota), Current: clampUint32(current)}},
+		Message: "quota(s) exceeded for this resource",
+		Type:    "quotas_exceeded",
+	}}
+}
+
+func clampUint32(n int) uint32 {
+	return uint32(min(max(n, 0), math.MaxUint32))
+}
+
+// Preconditions of a precondition_failed error, the values the SDK's
+// PreconditionFailedError names.
+const (
+	preconditionUnknown            = "unknown_precondition"
+	preconditionResourceStillInUse = "resource_still_in_use"
+)
+
+type preconditionFailedBody struct {
+	HelpMessage  string `json:"help_message"`
+	Message      string `json:"message"`
+	Precondition string `json:"precondition"`
+	Type         string `json:"type"`
+}
+
+func preconditionFailed(precondition, help string) *apiError {
+	return &apiError{status: http.StatusPreconditionFailed, errorType: "precondition_failed", body: preconditionFailedBody{
+		HelpMessage:  help,
+		Message:      "precondition is not respected",
+		Precondition: precondition,
+		Type:         "precondition_failed",
 	}}
 }
 
@@ -222,8 +284,10 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, principalID 
 		slog.String("principal_id", principalID),
 		slog.String("error_type", apiErr.errorType),
 	}
-	if databaseID := r.PathValue("database_id"); databaseID != "" {
-		attrs = append(attrs, slog.String("database_id", databaseID))
+	for _, name := range []string{"database_id", "backup_id", "application_id", "user_id", "access_key", "policy_id", "project_id"} {
+		if value := r.PathValue(name); value != "" {
+			attrs = append(attrs, slog.String(name, value))
+		}
 	}
 	if apiErr.cause != nil {
 		attrs = append(attrs, slog.String("error", apiErr.cause.Error()))

@@ -18,6 +18,7 @@ import (
 	"github.com/scaleway/scaleway-sdk-go/scw"
 
 	"github.com/sdblocal/sdblocal/auth"
+	"github.com/sdblocal/sdblocal/autoscale"
 	"github.com/sdblocal/sdblocal/catalog"
 )
 
@@ -33,6 +34,7 @@ type fakeInstances struct {
 	removed     []string
 	cpuChanges  []string
 	states      map[string]instanceState
+	usage       map[string]autoscale.Usage
 }
 
 type instanceState struct {
@@ -66,6 +68,26 @@ func (f *fakeInstances) State(id string) (bool, uint32) {
 	defer f.mu.Unlock()
 	state := f.states[id]
 	return state.started, state.cpuCurrent
+}
+
+// Usage returns the usage set by setUsage, or ErrNoInstance.
+func (f *fakeInstances) Usage(id string) (autoscale.Usage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	usage, ok := f.usage[id]
+	if !ok {
+		return autoscale.Usage{}, fmt.Errorf("database %s: %w", id, autoscale.ErrNoInstance)
+	}
+	return usage, nil
+}
+
+func (f *fakeInstances) setUsage(id string, usage autoscale.Usage) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.usage == nil {
+		f.usage = map[string]autoscale.Usage{}
+	}
+	f.usage[id] = usage
 }
 
 func (f *fakeInstances) setState(id string, started bool, cpuCurrent uint32) {
@@ -118,6 +140,26 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
+// testClock is the authenticator's clock in tests: the real time moved
+// forward by an offset the test controls, so key expiry needs no sleep.
+type testClock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *testClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+// advance moves the clock forward by d.
+func (c *testClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset += d
+}
+
 // testEnv is a real catalog with bootstrapped owner credentials, served by
 // the API on a loopback httptest server.
 type testEnv struct {
@@ -128,6 +170,7 @@ type testEnv struct {
 	srv    *httptest.Server
 	logs   *lockedBuffer
 	server *server
+	clock  *testClock
 	// api is an SDK client acting as the organization owner.
 	api *sdb.API
 }
@@ -158,11 +201,12 @@ func newTestEnv(t *testing.T, configure ...func(*Config)) *testEnv {
 		fn(&cfg)
 	}
 	inst := &fakeInstances{cat: cat, states: map[string]instanceState{}}
-	s := newServer(cfg, cat, auth.NewAuthenticator(cat), inst)
+	clock := &testClock{}
+	s := newServer(cfg, cat, auth.NewAuthenticatorWithClock(cat, clock.now), inst)
 	srv := httptest.NewServer(s.routes())
 	t.Cleanup(srv.Close)
 
-	env := &testEnv{t: t, cat: cat, creds: creds, inst: inst, srv: srv, logs: logs, server: s}
+	env := &testEnv{t: t, cat: cat, creds: creds, inst: inst, srv: srv, logs: logs, server: s, clock: clock}
 	env.api = env.sdkClient(creds.AccessKey, creds.SecretKey, creds.ProjectID)
 	return env
 }
@@ -171,17 +215,37 @@ func newTestEnv(t *testing.T, configure ...func(*Config)) *testEnv {
 // is projectID.
 func (e *testEnv) sdkClient(accessKey, secretKey, projectID string) *sdb.API {
 	e.t.Helper()
-	client, err := scw.NewClient(
+	return sdb.NewAPI(e.scwClient(accessKey, secretKey, projectID, ""))
+}
+
+// scwClient returns a generic SDK client for the given key, with the given
+// default project and default organization when they are not empty.
+func (e *testEnv) scwClient(accessKey, secretKey, projectID, organizationID string) *scw.Client {
+	e.t.Helper()
+	options := []scw.ClientOption{
 		scw.WithAPIURL(e.srv.URL),
 		scw.WithAuth(accessKey, secretKey),
 		scw.WithDefaultRegion(scw.RegionFrPar),
-		scw.WithDefaultProjectID(projectID),
 		scw.WithHTTPClient(&http.Client{Timeout: 10 * time.Second}),
-	)
+	}
+	if projectID != "" {
+		options = append(options, scw.WithDefaultProjectID(projectID))
+	}
+	if organizationID != "" {
+		options = append(options, scw.WithDefaultOrganizationID(organizationID))
+	}
+	client, err := scw.NewClient(options...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return sdb.NewAPI(client)
+	return client
+}
+
+// ownerClient returns a generic SDK client acting as the organization owner,
+// with the default project and organization set as `sdblocal env` sets them.
+func (e *testEnv) ownerClient() *scw.Client {
+	e.t.Helper()
+	return e.scwClient(e.creds.AccessKey, e.creds.SecretKey, e.creds.ProjectID, e.creds.OrganizationID)
 }
 
 // addProject stores a new project in the organization and returns its ID.

@@ -1,5 +1,7 @@
 // Package api serves Scaleway's serverless-sqldb/v1alpha1 HTTP API over the
-// catalog, plus /healthz and the Prometheus /metrics endpoint.
+// catalog, with the subset of iam/v1alpha1 (applications, users, API keys,
+// policies) and account/v3 (projects) that managing databases needs, plus
+// /healthz and the Prometheus /metrics endpoint.
 package api
 
 import (
@@ -14,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sdblocal/sdblocal/auth"
+	"github.com/sdblocal/sdblocal/autoscale"
 	"github.com/sdblocal/sdblocal/catalog"
 )
 
@@ -31,6 +34,9 @@ type Instances interface {
 	SetCPU(id string, cpuMin, cpuMax uint32)
 	// State returns whether the instance runs and its allocated vCPUs.
 	State(id string) (started bool, cpuCurrent uint32)
+	// Usage returns the database's metered usage, or an error wrapping
+	// autoscale.ErrNoInstance when it has no instance.
+	Usage(id string) (autoscale.Usage, error)
 }
 
 // Config holds the API server's settings.
@@ -49,6 +55,14 @@ type Config struct {
 	Logger *slog.Logger
 	// Gatherer is served on /metrics. Default: prometheus.DefaultGatherer.
 	Gatherer prometheus.Gatherer
+	// MaxDatabasesPerProject is the number of databases a project may hold,
+	// counting those being deleted. A create beyond it fails with
+	// quotas_exceeded. Default: 100. A negative value disables the limit.
+	MaxDatabasesPerProject int
+	// Backups restores and exports backups. Default: nil, which serves the
+	// backup records the catalog holds but rejects every restore, export
+	// and create from a backup.
+	Backups Backups
 }
 
 // withDefaults returns cfg with every unset field at its default.
@@ -71,11 +85,18 @@ func (cfg Config) withDefaults() Config {
 	if cfg.Gatherer == nil {
 		cfg.Gatherer = prometheus.DefaultGatherer
 	}
+	if cfg.MaxDatabasesPerProject == 0 {
+		cfg.MaxDatabasesPerProject = defaultMaxDatabasesPerProject
+	}
 	return cfg
 }
 
 // apiPrefix is the path prefix of every serverless-sqldb call.
 const apiPrefix = "/serverless-sqldb/v1alpha1/regions/{region}"
+
+// defaultMaxDatabasesPerProject is sdblocal's choice: Scaleway does not
+// publish its serverless-sqldb quota per project.
+const defaultMaxDatabasesPerProject = 100
 
 type server struct {
 	cfg     Config
@@ -126,10 +147,17 @@ func (s *server) routes() *http.ServeMux {
 		http.MethodPatch:  s.updateDatabase,
 		http.MethodDelete: s.deleteDatabase,
 	})
+	s.backupRoutes(mux)
+	s.usageRoutes(mux)
+	s.handleResource(mux, apiPrefix+"/versions", map[string]apiHandler{
+		http.MethodGet: s.listVersions,
+	})
+	s.iamRoutes(mux)
+	s.accountRoutes(mux)
 
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, "", genericError(http.StatusNotFound, "unknown_route",
-			fmt.Sprintf("no API route matches %s %s: sdblocal serves the serverless-sqldb v1alpha1 database calls", r.Method, r.URL.Path)))
+			fmt.Sprintf("no API route matches %s %s: sdblocal serves serverless-sqldb v1alpha1, and the applications, users, api-keys, policies, rules and permission-sets of iam v1alpha1 and the projects of account v3", r.Method, r.URL.Path)))
 	})
 	return mux
 }
@@ -138,9 +166,10 @@ func (s *server) routes() *http.ServeMux {
 // without a method that rejects every other method with a JSON 405. The
 // method patterns are more specific, so ServeMux prefers them.
 func (s *server) handleResource(mux *http.ServeMux, path string, handlers map[string]apiHandler) {
+	regional := strings.Contains(path, "{region}")
 	var allowed []string
 	for method, handler := range handlers {
-		mux.Handle(method+" "+path, s.serveAPI(handler))
+		mux.Handle(method+" "+path, s.serveAPI(handler, regional))
 		allowed = append(allowed, method)
 		if method == http.MethodGet {
 			allowed = append(allowed, http.MethodHead)
@@ -164,7 +193,7 @@ func serveMetadata(w http.ResponseWriter, r *http.Request) {
 }
 
 // apiCall is the context of one authenticated API call: the caller and the
-// region from the path.
+// region from the path, empty for the global IAM and Account calls.
 type apiCall struct {
 	identity auth.Identity
 	region   string
@@ -173,18 +202,23 @@ type apiCall struct {
 func (c *apiCall) principal() catalog.Principal { return c.identity.Principal }
 
 // apiHandler handles one authenticated API call. It returns the response
-// body, sent with status 200, or an error: an *apiError is sent as it is,
-// any other error becomes a 500.
+// body, sent with status 200, or noContent for a 204, or an error: an
+// *apiError is sent as it is, any other error becomes a 500.
 type apiHandler func(w http.ResponseWriter, r *http.Request, call *apiCall) (any, error)
 
-// serveAPI wraps an API handler with authentication, rate limiting and the
-// region check, in that order, so an unauthenticated client learns nothing
-// about the regions.
-func (s *server) serveAPI(handler apiHandler) http.Handler {
+// noContent is the body of a successful IAM or Account delete, which the
+// real API returns as a 204 with an application/json Content-Type and no
+// body.
+type noContent struct{}
+
+// serveAPI wraps an API handler with authentication, rate limiting and, for
+// a regional path, the region check, in that order, so an unauthenticated
+// client learns nothing about the regions.
+func (s *server) serveAPI(handler apiHandler, regional bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		call := &apiCall{}
 		var body any
-		err := s.prepareCall(w, r, call)
+		err := s.prepareCall(w, r, call, regional)
 		if err == nil {
 			body, err = handler(w, r, call)
 		}
@@ -192,11 +226,16 @@ func (s *server) serveAPI(handler apiHandler) http.Handler {
 			s.writeError(w, r, call.identity.Principal.ID, err)
 			return
 		}
+		if _, ok := body.(noContent); ok {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
 		writeJSON(w, http.StatusOK, body)
 	})
 }
 
-func (s *server) prepareCall(w http.ResponseWriter, r *http.Request, call *apiCall) error {
+func (s *server) prepareCall(w http.ResponseWriter, r *http.Request, call *apiCall, regional bool) error {
 	identity, err := s.authenticate(r)
 	if err != nil {
 		return err
@@ -209,6 +248,9 @@ func (s *server) prepareCall(w http.ResponseWriter, r *http.Request, call *apiCa
 		}
 	}
 
+	if !regional {
+		return nil
+	}
 	region := r.PathValue("region")
 	if !slices.Contains(s.cfg.Regions, region) {
 		return invalidArgument("region", reasonConstraint,

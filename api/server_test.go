@@ -47,8 +47,12 @@ func TestUnknownRoutesAndMethods(t *testing.T) {
 		allow     string
 	}{
 		{http.MethodGet, "/nowhere", http.StatusNotFound, "unknown_route", ""},
-		{http.MethodGet, "/serverless-sqldb/v1alpha1/regions/fr-par/backups", http.StatusNotFound, "unknown_route", ""},
-		{http.MethodPost, databasesPath + "/" + id + "/restore", http.StatusNotFound, "unknown_route", ""},
+		{http.MethodGet, "/serverless-sqldb/v1alpha1/regions/fr-par/instances", http.StatusNotFound, "unknown_route", ""},
+		{http.MethodPost, databasesPath + "/" + id + "/upgrade", http.StatusNotFound, "unknown_route", ""},
+		{http.MethodGet, "/iam/v1alpha1/groups", http.StatusNotFound, "unknown_route", ""},
+		{http.MethodGet, databasesPath + "/" + id + "/restore", http.StatusMethodNotAllowed, "method_not_allowed", "POST"},
+		{http.MethodPut, "/iam/v1alpha1/applications", http.StatusMethodNotAllowed, "method_not_allowed", "GET, HEAD, POST"},
+		{http.MethodPost, "/account/v3/projects/" + id, http.StatusMethodNotAllowed, "method_not_allowed", "DELETE, GET, HEAD, PATCH"},
 		{http.MethodGet, databasesPath + "/", http.StatusNotFound, "unknown_route", ""},
 		{http.MethodPut, databasesPath, http.StatusMethodNotAllowed, "method_not_allowed", "GET, HEAD, POST"},
 		{http.MethodPost, databasesPath + "/" + id, http.StatusMethodNotAllowed, "method_not_allowed", "DELETE, GET, HEAD, PATCH"},

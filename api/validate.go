@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -42,7 +41,8 @@ const (
 	maxPageSize     = 100
 )
 
-// List orderings, the values of ListDatabasesRequestOrderBy in the SDK.
+// List orderings, the values of ListDatabasesRequestOrderBy in the SDK. The
+// first of listOrders is the default.
 const (
 	orderCreatedAtAsc  = "created_at_asc"
 	orderCreatedAtDesc = "created_at_desc"
@@ -128,6 +128,10 @@ func validateName(name string) (argumentError, bool) {
 		return argumentError{"name", reasonConstraint, fmt.Sprintf("name must be at most %d characters, got %d", maxNameLength, len(name))}, false
 	case !namePattern.MatchString(name):
 		return argumentError{"name", reasonFormat, fmt.Sprintf("name %q must contain only letters, digits and dashes, and start with a letter or digit", name)}, false
+	case name == "template0" || name == "template1":
+		// Every PostgreSQL cluster has these two template databases, so
+		// an instance could never create a database of that name.
+		return argumentError{"name", reasonConstraint, fmt.Sprintf("name %q is reserved by PostgreSQL: choose another name", name)}, false
 	}
 	return argumentError{}, true
 }
@@ -170,58 +174,17 @@ type listQuery struct {
 // parseListQuery parses and checks the list parameters, returning one entry
 // per invalid parameter.
 func parseListQuery(values url.Values) (listQuery, []argumentError) {
-	q := listQuery{page: 1, pageSize: defaultPageSize, orderBy: orderCreatedAtAsc}
-	var details []argumentError
-
-	if raw := values.Get("page"); raw != "" {
-		page, err := strconv.ParseInt(raw, 10, 32)
-		switch {
-		case err != nil:
-			details = append(details, argumentError{"page", reasonFormat, fmt.Sprintf("page %q is not an integer", raw)})
-		case page < 1:
-			details = append(details, argumentError{"page", reasonConstraint, fmt.Sprintf("page must be 1 or more, got %d", page)})
-		default:
-			q.page = int(page)
-		}
+	p := newQueryParser(values)
+	paging := p.paging(listOrders)
+	q := listQuery{
+		page:           paging.page,
+		pageSize:       paging.pageSize,
+		orderBy:        paging.orderBy,
+		name:           values.Get("name"),
+		projectID:      p.uuid("project_id"),
+		organizationID: p.uuid("organization_id"),
 	}
-
-	if raw := values.Get("page_size"); raw != "" {
-		size, err := strconv.ParseUint(raw, 10, 32)
-		switch {
-		case err != nil:
-			details = append(details, argumentError{"page_size", reasonFormat, fmt.Sprintf("page_size %q is not a non-negative integer", raw)})
-		case size > maxPageSize:
-			details = append(details, argumentError{"page_size", reasonConstraint, fmt.Sprintf("page_size must be at most %d, got %d", maxPageSize, size)})
-		case size > 0:
-			q.pageSize = int(size)
-		}
-	}
-
-	if raw := values.Get("order_by"); raw != "" {
-		if !slices.Contains(listOrders, raw) {
-			details = append(details, argumentError{"order_by", reasonConstraint, fmt.Sprintf("order_by %q is not one of %s", raw, strings.Join(listOrders, ", "))})
-		} else {
-			q.orderBy = raw
-		}
-	}
-
-	q.name = values.Get("name")
-
-	for _, filter := range []struct {
-		name string
-		dst  *string
-	}{{"project_id", &q.projectID}, {"organization_id", &q.organizationID}} {
-		raw := values.Get(filter.name)
-		if raw == "" {
-			continue
-		}
-		if !auth.ValidUUID(raw) {
-			details = append(details, argumentError{filter.name, reasonFormat, fmt.Sprintf("%s %q is not a UUID", filter.name, raw)})
-			continue
-		}
-		*filter.dst = strings.ToLower(raw)
-	}
-	return q, details
+	return q, p.details
 }
 
 func ptr[T any](v T) *T { return &v }

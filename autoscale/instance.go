@@ -89,13 +89,17 @@ type Instance struct {
 	active     int           // clients between Begin and End
 	lastActive time.Time     // when the last client became active or idle
 	cpuMin     uint32        // the database's cpu_min; >= 1 keeps it awake
+	cpuMax     uint32        // the database's cpu_max; caps cpuCurrent
+	cpuCurrent uint32        // vCPUs allocated: from cpuMin (at least 1) to cpuMax in running, 0 otherwise
+	scaler     scaler        // applies the scaling rule while running
+	meter      meter         // usage since this sdblocal process started
 	removed    bool          // Remove was called; Begin returns ErrRemoved
 	clients    map[Client]struct{}
 	wakeStart  time.Time
 }
 
 func newInstance(m *Manager, id, dbName string) *Instance {
-	return &Instance{
+	i := &Instance{
 		id:         id,
 		dbName:     dbName,
 		layout:     newLayout(m.cfg.DataDir, id),
@@ -104,7 +108,11 @@ func newInstance(m *Manager, id, dbName string) *Instance {
 		changed:    make(chan struct{}),
 		lastActive: time.Now(),
 		clients:    map[Client]struct{}{},
+		scaler:     newScaler(m.cfg.Scale),
 	}
+	i.layout.cgroup = m.cfg.Cgroups.instance(id)
+	i.startMeter(i.lastActive)
+	return i
 }
 
 // ID returns the database ID the instance serves.
@@ -217,7 +225,7 @@ func (i *Instance) startWakeLocked() {
 func (i *Instance) wake(attempt uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), i.m.cfg.StartTimeout)
 	defer cancel()
-	proc, err := startPostmaster(ctx, i.m.cfg.PGDir, i.layout, i.dbName, RoleAdmin)
+	proc, err := i.startUpgraded(ctx)
 	duration := time.Since(i.wakeStart)
 
 	i.mu.Lock()
@@ -231,6 +239,8 @@ func (i *Instance) wake(attempt uint64) {
 	}
 	i.proc = proc
 	i.lastActive = time.Now()
+	i.scaler.reset()
+	i.allocateLocked(i.lastActive, clampAllocation(0, i.cpuMin, i.cpuMax))
 	i.setState(StateRunning)
 	i.m.metrics.wakes.WithLabelValues(i.id).Inc()
 	i.m.metrics.wakeSeconds.Observe(duration.Seconds())
@@ -248,6 +258,7 @@ func (i *Instance) watch(proc *postmaster) {
 		return
 	}
 	i.proc = nil
+	i.allocateLocked(time.Now(), 0)
 	i.setState(StateStopped)
 	i.m.metrics.running.Dec()
 	i.m.metrics.unexpectedExits.WithLabelValues(i.id).Inc()
@@ -262,14 +273,15 @@ func (i *Instance) suspendIfIdle(now time.Time, idle time.Duration) {
 		i.mu.Unlock()
 		return
 	}
-	i.stopLocked("idle timeout")
+	i.stopLocked("idle timeout", true)
 }
 
 // stopLocked detaches idle clients and shuts the postmaster down. It is
 // entered with mu held in state running and returns with mu released.
-func (i *Instance) stopLocked(reason string) {
+func (i *Instance) stopLocked(reason string, detach bool) {
 	proc := i.proc
 	idleFor := time.Since(i.lastActive)
+	i.allocateLocked(time.Now(), 0)
 	i.setState(StateStopping)
 	clients := make([]Client, 0, len(i.clients))
 	for c := range i.clients {
@@ -281,8 +293,10 @@ func (i *Instance) stopLocked(reason string) {
 	// sending them "terminating connection due to administrator command";
 	// the clients stay connected to the proxy and reconnect on their next
 	// query.
-	for _, c := range clients {
-		c.DetachBackend()
+	if detach {
+		for _, c := range clients {
+			c.DetachBackend()
+		}
 	}
 	started := time.Now()
 	err := proc.stop(i.m.cfg.StopTimeout)
@@ -290,6 +304,7 @@ func (i *Instance) stopLocked(reason string) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	i.proc = nil
+	i.releaseCgroupLocked()
 	i.setState(StateStopped)
 	i.m.metrics.running.Dec()
 	i.m.metrics.suspends.WithLabelValues(i.id).Inc()
@@ -300,12 +315,16 @@ func (i *Instance) stopLocked(reason string) {
 	i.logger.Info("instance suspended", "reason", reason, "pid", proc.pid, "idle_for", idleFor.Round(time.Millisecond), "duration", time.Since(started))
 }
 
-// setCPUMin records the database's cpu_min, waking the instance when
-// cpu_min >= 1 requires it to run.
-func (i *Instance) setCPUMin(cpuMin uint32) {
+// setCPULimits records the database's cpu_min and cpu_max. A running
+// instance whose allocation falls outside them is scaled into them at
+// once, and cpu_min >= 1 wakes a suspended one.
+func (i *Instance) setCPULimits(cpuMin, cpuMax uint32) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	i.cpuMin = cpuMin
+	i.cpuMin, i.cpuMax = cpuMin, cpuMax
+	if want := clampAllocation(i.cpuCurrent, cpuMin, cpuMax); i.state == StateRunning && want != i.cpuCurrent {
+		i.scaleLocked(time.Now(), want, i.scaler.lastUsed, fmt.Sprintf("cpu_min %d, cpu_max %d", cpuMin, cpuMax))
+	}
 	if cpuMin >= 1 && !i.removed && (i.state == StateStopped || i.state == StateFailed) {
 		i.startWakeLocked()
 	}
@@ -334,16 +353,16 @@ func (i *Instance) shutdown(remove bool, reason string) {
 		i.mu.Unlock()
 		return
 	}
-	i.stopLocked(reason)
+	// A removal has just terminated every client; a shutdown of sdblocal
+	// detaches the idle ones so their sessions end cleanly.
+	i.stopLocked(reason, !remove)
 }
 
 // Status returns whether the instance runs and the vCPUs allocated to it:
-// 0 while suspended, and max(cpu_min, 1) while running.
+// 0 while suspended, and from max(cpu_min, 1) to cpu_max while running,
+// as the scaling rule sets it.
 func (i *Instance) Status() (started bool, cpuCurrent uint32) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	if i.state != StateRunning {
-		return false, 0
-	}
-	return true, max(i.cpuMin, 1)
+	return i.state == StateRunning, i.cpuCurrent
 }

@@ -33,6 +33,18 @@ type Config struct {
 	// StopTimeout bounds a fast shutdown before the instance is killed.
 	// Default 60s.
 	StopTimeout time.Duration
+	// Scale is the CPU autoscaling rule; zero fields take its defaults.
+	Scale ScaleConfig
+	// Cgroups caps each instance's CPU at its allocation. Nil runs without
+	// limits: CPU usage is then read from /proc and drives scaling and
+	// metering all the same.
+	Cgroups *CPUCgroups
+	// StorageSampleInterval is how often each data directory's size is
+	// measured for storage metering. Default 1m.
+	StorageSampleInterval time.Duration
+	// ClientLimit, when positive, replaces ClientLimit(cpu_max) as every
+	// database's client connection limit.
+	ClientLimit int
 	Logger      *slog.Logger
 	Registerer  prometheus.Registerer
 }
@@ -46,6 +58,10 @@ func (c *Config) setDefaults() {
 	}
 	if c.StopTimeout <= 0 {
 		c.StopTimeout = 60 * time.Second
+	}
+	c.Scale = c.Scale.withDefaults()
+	if c.StorageSampleInterval <= 0 {
+		c.StorageSampleInterval = time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -63,6 +79,7 @@ type Manager struct {
 	tasks     sync.WaitGroup // provisioning and removal in progress
 	stop      chan struct{}
 	loopDone  chan struct{}
+	usageDone chan struct{}
 	started   bool
 	closeOnce sync.Once
 }
@@ -74,14 +91,22 @@ var ErrNoInstance = errors.New("database has no instance")
 // NewManager returns a Manager for the databases in cat.
 func NewManager(cfg Config, cat *catalog.Catalog) *Manager {
 	cfg.setDefaults()
-	return &Manager{
+	m := &Manager{
 		cfg:       cfg,
 		cat:       cat,
 		metrics:   newMetrics(cfg.Registerer),
 		instances: map[string]*Instance{},
 		stop:      make(chan struct{}),
 		loopDone:  make(chan struct{}),
+		usageDone: make(chan struct{}),
 	}
+	if cfg.Cgroups != nil {
+		m.metrics.limitsEnforced.Set(1)
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(newUsageCollector(m))
+	}
+	return m
 }
 
 // Start loads the catalog's databases and starts the idle loop. Databases
@@ -105,11 +130,12 @@ func (m *Manager) Start() error {
 			m.Remove(db.ID)
 		default:
 			inst := m.add(db)
-			inst.setCPUMin(db.CPUMin)
+			inst.setCPULimits(db.CPUMin, db.CPUMax)
 		}
 	}
 	m.started = true
 	go m.idleLoop()
+	go m.usageLoop()
 	return nil
 }
 
@@ -133,7 +159,8 @@ func (m *Manager) Instance(databaseID string) (*Instance, error) {
 }
 
 // State returns whether the database's instance runs and its allocated
-// vCPUs; a database without an instance reports not started and 0.
+// vCPUs, which the scaling rule moves between cpu_min (at least 1) and
+// cpu_max. A database without an instance reports not started and 0.
 func (m *Manager) State(databaseID string) (started bool, cpuCurrent uint32) {
 	inst, err := m.Instance(databaseID)
 	if err != nil {
@@ -142,11 +169,12 @@ func (m *Manager) State(databaseID string) (started bool, cpuCurrent uint32) {
 	return inst.Status()
 }
 
-// SetCPU applies a changed cpu_min: 1 or more wakes the instance and keeps
-// it running, 0 lets it suspend when idle.
+// SetCPU applies changed cpu_min and cpu_max at once: cpu_min 1 or more
+// wakes the instance and keeps it running, 0 lets it suspend when idle,
+// and a running instance's allocation moves into the new range.
 func (m *Manager) SetCPU(databaseID string, cpuMin, cpuMax uint32) {
 	if inst, err := m.Instance(databaseID); err == nil {
-		inst.setCPUMin(cpuMin)
+		inst.setCPULimits(cpuMin, cpuMax)
 	}
 }
 
@@ -175,7 +203,7 @@ func (m *Manager) Provision(db catalog.Database) {
 			return
 		}
 		logger.Info("database provisioned", "name", db.Name, "duration", time.Since(started))
-		inst.setCPUMin(db.CPUMin)
+		inst.setCPULimits(db.CPUMin, db.CPUMax)
 	}()
 }
 
@@ -191,6 +219,9 @@ func (m *Manager) Remove(databaseID string) {
 		m.mu.Unlock()
 		if inst != nil {
 			inst.shutdown(true, "database deleted")
+			if err := inst.layout.cgroup.remove(); err != nil {
+				logger.Warn("remove CPU cgroup failed", "error", err)
+			}
 		}
 		l := newLayout(m.cfg.DataDir, databaseID)
 		if err := os.RemoveAll(l.dir); err != nil {
@@ -250,6 +281,7 @@ func (m *Manager) close() {
 	close(m.stop)
 	if m.started {
 		<-m.loopDone
+		<-m.usageDone
 	}
 	m.tasks.Wait()
 	m.mu.Lock()

@@ -11,6 +11,8 @@ type metrics struct {
 	unexpectedExits *prometheus.CounterVec
 	wakeSeconds     prometheus.Histogram
 	running         prometheus.Gauge
+	scalingSteps    *prometheus.CounterVec
+	limitsEnforced  prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -40,9 +42,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sdblocal_instances_running",
 			Help: "Instances whose postmaster is running.",
 		}),
+		scalingSteps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sdblocal_instance_scaling_steps_total",
+			Help: "Changes of a running instance's vCPU allocation, by database and direction (up or down).",
+		}, []string{"database_id", "direction"}),
+		limitsEnforced: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sdblocal_cpu_limits_enforced",
+			Help: "1 when each instance's CPU use is capped at its allocation by a cgroup quota, 0 when it is only measured.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.wakes, m.wakeFailures, m.suspends, m.unexpectedExits, m.wakeSeconds, m.running)
+		reg.MustRegister(m.wakes, m.wakeFailures, m.suspends, m.unexpectedExits, m.wakeSeconds, m.running, m.scalingSteps, m.limitsEnforced)
 	}
 	return m
 }
@@ -53,4 +63,5 @@ func (m *metrics) forget(databaseID string) {
 	m.wakeFailures.DeleteLabelValues(databaseID)
 	m.suspends.DeleteLabelValues(databaseID)
 	m.unexpectedExits.DeleteLabelValues(databaseID)
+	m.scalingSteps.DeletePartialMatch(prometheus.Labels{"database_id": databaseID})
 }

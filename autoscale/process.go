@@ -23,6 +23,9 @@ type layout struct {
 	data string // PGDATA
 	run  string // embedded-postgres runtime files, present only while provisioning
 	log  string // server log, appended to across wakes
+	// cgroup is the instance's CPU cgroup, which every postmaster start
+	// joins; nil when CPU limits are not enforced or for provisioning.
+	cgroup *instanceCgroup
 }
 
 func newLayout(dataDir, databaseID string) layout {
@@ -67,6 +70,9 @@ type postmaster struct {
 // "ready" and a backend connection as role succeeds, so no client ever sees
 // SQLSTATE 57P03 (the database system is starting up).
 func startPostmaster(ctx context.Context, pgDir string, l layout, dbName, role string) (*postmaster, error) {
+	if _, err := stopStalePostmaster(l, 30*time.Second); err != nil {
+		return nil, err
+	}
 	logFile, err := os.OpenFile(l.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open server log: %w", err)
@@ -90,7 +96,13 @@ func startPostmaster(ctx context.Context, pgDir string, l layout, dbName, role s
 	// process; Go keeps its threads unless a goroutine exits while locked
 	// to one, which sdblocal never does.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGINT}
-	if err := cmd.Start(); err != nil {
+	spawned, err := l.cgroup.prepareSpawn(cmd.SysProcAttr)
+	if err != nil {
+		return nil, err
+	}
+	err = cmd.Start()
+	spawned()
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
 	p := &postmaster{cmd: cmd, pid: cmd.Process.Pid, exited: make(chan struct{})}
@@ -98,10 +110,18 @@ func startPostmaster(ctx context.Context, pgDir string, l layout, dbName, role s
 		p.exitErr = cmd.Wait()
 		close(p.exited)
 	}()
+	if err := l.cgroup.placeStarted(p.pid); err != nil {
+		p.kill()
+		return nil, err
+	}
 
 	if err := p.waitReady(ctx, l, dbName, role); err != nil {
 		p.kill()
 		return nil, fmt.Errorf("%w%s", err, logTail(l.log))
+	}
+	if err := l.cgroup.adoptProcessGroup(p.pid); err != nil {
+		p.kill()
+		return nil, err
 	}
 	return p, nil
 }

@@ -15,28 +15,26 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Roles created in every instance. Principals log in through RoleAdmin;
-// OwnerRole owns the database and its public schema and cannot log in, so a
-// principal owns nothing shared. No principal ever logs in as a superuser.
-const (
-	OwnerRole = "sdb_owner"
-	RoleAdmin = "role_admin"
-)
-
 // MaxConnections is each instance's max_connections: one backend per client
 // in the current relay, plus PostgreSQL's 3 superuser-reserved slots.
 const MaxConnections = 100
+
+// sdblocalConfFile is the configuration file sdblocal owns in the data
+// directory.
+const sdblocalConfFile = "sdblocal.conf"
 
 // instanceConf is the configuration every wake runs with, written to
 // sdblocal.conf and included from postgresql.conf. The memory settings keep
 // an idle instance small and its wake fast (shared memory set-up scales with
 // shared_buffers); fsync, full_page_writes and synchronous_commit keep their
-// safe defaults.
-const instanceConf = `# Written by sdblocal at provisioning; rewritten on upgrades.
+// safe defaults. max_prepared_transactions = 0 makes PREPARE TRANSACTION
+// fail with "prepared transactions are disabled", as in the real service.
+const instanceConf = `# Written by sdblocal at provisioning; rewritten when sdblocal changes it.
 listen_addresses = ''
 port = 5432
 unix_socket_permissions = 0700
 max_connections = %d
+max_prepared_transactions = 0
 shared_buffers = 32MB
 huge_pages = off
 max_worker_processes = 4
@@ -92,7 +90,7 @@ func provision(ctx context.Context, pgDir string, l layout, dbName string, start
 		Version(embeddedpostgres.V14).
 		Port(uint32(port)).
 		Database(dbName).
-		Username("postgres").
+		Username(superuser).
 		Password(password).
 		BinariesPath(pgDir).
 		RuntimePath(l.run).
@@ -110,7 +108,7 @@ func provision(ctx context.Context, pgDir string, l layout, dbName string, start
 	if err := pg.Start(); err != nil {
 		return fmt.Errorf("initialise instance: %w%s", err, logTail(logFile.Name()))
 	}
-	bootErr := applyBootstrapSQL(ctx, port, password, dbName)
+	bootErr := bootstrap(ctx, port, password, dbName)
 	if err := pg.Stop(); err != nil && bootErr == nil {
 		bootErr = fmt.Errorf("stop after initialisation: %w", err)
 	}
@@ -121,49 +119,35 @@ func provision(ctx context.Context, pgDir string, l layout, dbName string, start
 	if err := writeInstanceConfig(l); err != nil {
 		return err
 	}
+	if err := writeBootstrapVersion(l, latestBootstrapVersion()); err != nil {
+		return err
+	}
 	if err := os.RemoveAll(l.run); err != nil {
 		return fmt.Errorf("remove provisioning files: %w", err)
 	}
 	return nil
 }
 
-// applyBootstrapSQL sets up ownership and privileges: the internal owner role
-// owns the database and its public schema, role_admin may connect and create
-// tables in public, temporary tables are refused as in the real service, and
-// nobody but the superuser reaches the postgres and template1 databases.
-func applyBootstrapSQL(ctx context.Context, port int, password, dbName string) error {
-	connString := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=%s dbname=%s sslmode=disable", port, password, dbName)
+// bootstrap runs every bootstrap step (roles.go) as the superuser on the
+// new instance.
+func bootstrap(ctx context.Context, port int, password, dbName string) error {
+	connString := fmt.Sprintf("host=127.0.0.1 port=%d user=%s password=%s dbname=%s sslmode=disable", port, superuser, password, dbName)
 	conn, err := pgx.Connect(ctx, connString)
 	if err != nil {
 		return fmt.Errorf("connect for bootstrap: %w", err)
 	}
 	defer conn.Close(ctx)
+	return applyBootstrapSteps(ctx, conn, dbName, 0, nil)
+}
 
-	db := pgx.Identifier{dbName}.Sanitize()
-	statements := []string{
-		"CREATE ROLE " + OwnerRole + " NOLOGIN",
-		"CREATE ROLE " + RoleAdmin + " LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS",
-		"ALTER DATABASE " + db + " OWNER TO " + OwnerRole,
-		"REVOKE ALL ON DATABASE " + db + " FROM PUBLIC",
-		"GRANT CONNECT ON DATABASE " + db + " TO " + RoleAdmin,
-		"ALTER SCHEMA public OWNER TO " + OwnerRole,
-		"REVOKE ALL ON SCHEMA public FROM PUBLIC",
-		"GRANT USAGE, CREATE ON SCHEMA public TO " + RoleAdmin,
-		"REVOKE ALL ON DATABASE postgres FROM PUBLIC",
-		"REVOKE ALL ON DATABASE template1 FROM PUBLIC",
-	}
-	for _, stmt := range statements {
-		if _, err := conn.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("bootstrap SQL %q: %w", stmt, err)
-		}
-	}
-	return nil
+// instanceConfText is the content of sdblocal.conf.
+func instanceConfText() string {
+	return fmt.Sprintf(instanceConf, MaxConnections)
 }
 
 func writeInstanceConfig(l layout) error {
-	conf := fmt.Sprintf(instanceConf, MaxConnections)
-	if err := os.WriteFile(filepath.Join(l.data, "sdblocal.conf"), []byte(conf), 0o600); err != nil {
-		return fmt.Errorf("write sdblocal.conf: %w", err)
+	if err := os.WriteFile(filepath.Join(l.data, sdblocalConfFile), []byte(instanceConfText()), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", sdblocalConfFile, err)
 	}
 	mainConf := filepath.Join(l.data, "postgresql.conf")
 	raw, err := os.ReadFile(mainConf)

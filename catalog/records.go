@@ -21,7 +21,10 @@ type Project struct {
 	ID             string    `json:"id"`
 	OrganizationID string    `json:"organization_id"`
 	Name           string    `json:"name"`
+	Description    string    `json:"description,omitempty"`
 	CreatedAt      time.Time `json:"created_at"`
+	// UpdatedAt is zero until the first update.
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
 }
 
 // PrincipalKind tells an IAM user from an IAM application.
@@ -41,8 +44,12 @@ type Principal struct {
 	Name           string        `json:"name"`
 	// Owner marks the organization's owner, who holds every permission in
 	// it without a policy, as the owner of a Scaleway organization does.
-	Owner     bool      `json:"owner"`
-	CreatedAt time.Time `json:"created_at"`
+	Owner       bool      `json:"owner"`
+	Description string    `json:"description,omitempty"`
+	Tags        []string  `json:"tags,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	// UpdatedAt is zero until the first update.
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
 }
 
 // SCRAMVerifier is the SCRAM-SHA-256 form of a secret key (RFC 5802,
@@ -68,6 +75,11 @@ type APIKey struct {
 	CreatedAt time.Time     `json:"created_at"`
 	// ExpiresAt is nil for a key that never expires.
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// UpdatedAt is zero until the first update.
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+	// CreationIP is the client address that created the key through the
+	// API, empty for keys created at first start.
+	CreationIP string `json:"creation_ip,omitempty"`
 }
 
 // Expired reports whether the key is past its expiry at now.
@@ -78,6 +90,8 @@ func (k *APIKey) Expired(now time.Time) bool {
 // Rule grants permission sets on a scope: the listed projects, or the whole
 // organization when OrganizationID is set.
 type Rule struct {
+	// ID is empty in rules written before rules had IDs.
+	ID                 string   `json:"id,omitempty"`
 	PermissionSetNames []string `json:"permission_set_names"`
 	ProjectIDs         []string `json:"project_ids,omitempty"`
 	OrganizationID     string   `json:"organization_id,omitempty"`
@@ -85,12 +99,18 @@ type Rule struct {
 
 // Policy attaches rules to one principal.
 type Policy struct {
-	ID             string    `json:"id"`
-	Name           string    `json:"name"`
-	OrganizationID string    `json:"organization_id"`
-	PrincipalID    string    `json:"principal_id"`
-	Rules          []Rule    `json:"rules"`
-	CreatedAt      time.Time `json:"created_at"`
+	ID             string `json:"id"`
+	Name           string `json:"name"`
+	OrganizationID string `json:"organization_id"`
+	// PrincipalID is empty for a policy attached to no principal, which
+	// grants nothing.
+	PrincipalID string    `json:"principal_id"`
+	Rules       []Rule    `json:"rules"`
+	Description string    `json:"description,omitempty"`
+	Tags        []string  `json:"tags,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	// UpdatedAt is zero until the first update.
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
 }
 
 // DatabaseStatus is the lifecycle status the API reports, with the values

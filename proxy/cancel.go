@@ -58,6 +58,17 @@ func (c *cancelKeys) add(s *session) cancelKey {
 	}
 }
 
+// all returns every session that holds a key.
+func (c *cancelKeys) all() []*session {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]*session, 0, len(c.sessions))
+	for _, entry := range c.sessions {
+		out = append(out, entry.session)
+	}
+	return out
+}
+
 func (c *cancelKeys) remove(key cancelKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

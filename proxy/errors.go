@@ -16,6 +16,7 @@ const (
 	codeTooManyConnections    = "53300"
 	codeObjectNotInState      = "55000"
 	codeAdminShutdown         = "57P01"
+	codeCannotConnectNow      = "57P03"
 	codeSystemError           = "58000"
 	codeConnectionFailure     = "08006"
 	codeFeatureNotSupported   = "0A000"

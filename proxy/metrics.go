@@ -6,6 +6,8 @@ type metrics struct {
 	clients      prometheus.Gauge
 	rejected     *prometheus.CounterVec
 	failedLogins prometheus.Counter
+	loginBackoff prometheus.Counter
+	routed       *prometheus.CounterVec
 	cancels      *prometheus.CounterVec
 }
 
@@ -23,13 +25,21 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sdblocal_proxy_failed_logins_total",
 			Help: "Logins rejected for a wrong principal ID or secret key.",
 		}),
+		loginBackoff: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sdblocal_proxy_login_backoff_seconds_total",
+			Help: "Time failed logins waited before their error reply, in seconds.",
+		}),
+		routed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sdblocal_proxy_routed_connections_total",
+			Help: "Client connections routed to a database, by how the client named it: sni, option or name.",
+		}, []string{"method"}),
 		cancels: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sdblocal_proxy_cancel_requests_total",
 			Help: "CancelRequest messages, by outcome.",
 		}, []string{"outcome"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.clients, m.rejected, m.failedLogins, m.cancels)
+		reg.MustRegister(m.clients, m.rejected, m.failedLogins, m.loginBackoff, m.routed, m.cancels)
 	}
 	return m
 }

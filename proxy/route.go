@@ -18,6 +18,9 @@ const routingOption = "databaseid"
 type parsedOptions struct {
 	databaseID string
 	rest       string
+	// settings are the run-time parameters set in rest, by lower-case
+	// name, for the checks the proxy makes before they reach the backend.
+	settings map[string]string
 }
 
 // parseOptions splits a libpq options string into whitespace-separated
@@ -42,12 +45,22 @@ func parseOptions(options string) parsedOptions {
 		case strings.HasPrefix(word, routingOption+"="):
 			setting = word
 		}
-		if name, value, ok := strings.Cut(setting, "="); ok && strings.EqualFold(name, routingOption) {
+		name, value, ok := strings.Cut(setting, "=")
+		if ok && strings.EqualFold(name, routingOption) {
 			out.databaseID = value
 			i += consumed - 1
 			continue
 		}
-		rest = append(rest, escapeOption(word))
+		if ok {
+			if out.settings == nil {
+				out.settings = map[string]string{}
+			}
+			out.settings[strings.ToLower(name)] = value
+		}
+		for j := i; j < i+consumed; j++ {
+			rest = append(rest, escapeOption(words[j]))
+		}
+		i += consumed - 1
 	}
 	out.rest = strings.Join(rest, " ")
 	return out
@@ -92,25 +105,94 @@ func escapeOption(word string) string {
 	return b.String()
 }
 
-// route finds the database a client asked for and checks that the
-// principal may connect to it. It tries the databaseid option first, then
-// a database name (or ID) that identifies exactly one database the
-// principal may use.
-func (s *Server) route(identity auth.Identity, databaseID, databaseName string) (catalog.Database, *wireError) {
-	principalID := identity.Principal.ID
-	if databaseID != "" {
-		if _, err := uuid.Parse(databaseID); err != nil || len(databaseID) != 36 {
-			return catalog.Database{}, fatalf(codeInvalidParameterValue, "invalid value for option databaseid: %q is not a database ID (a UUID)", databaseID)
+// routeMethod is the source of a client's database ID, and the label of
+// sdblocal_proxy_routed_connections_total.
+type routeMethod string
+
+const (
+	routeBySNI    routeMethod = "sni"
+	routeByOption routeMethod = "option"
+	routeByName   routeMethod = "name"
+)
+
+// target is the database ID a client named before authenticating, and how
+// it named it. databaseID is empty for a client routed by name.
+type target struct {
+	databaseID string
+	method     routeMethod
+}
+
+// resolveTarget finds the database ID in the TLS server name and in the
+// databaseid option. It runs before authentication and checks only their
+// form and agreement, so it reveals nothing about which databases exist.
+func (s *Server) resolveTarget(serverName, optionID string) (target, *wireError) {
+	sniID, werr := s.databaseIDFromServerName(serverName)
+	if werr != nil {
+		return target{}, werr
+	}
+	if optionID != "" {
+		if !validDatabaseID(optionID) {
+			return target{}, fatalf(codeInvalidParameterValue, "invalid value for option databaseid: %q is not a database ID (a UUID)", optionID)
 		}
-		databaseID = strings.ToLower(databaseID)
+		optionID = strings.ToLower(optionID)
+	}
+	switch {
+	case sniID != "" && optionID != "" && sniID != optionID:
+		return target{}, fatalf(codeInvalidParameterValue, "database ID %s in the TLS server name %q differs from database ID %s in option databaseid", sniID, serverName, optionID).
+			withHint("Connect to <database-id>." + s.cfg.SNISuffix + " with the same databaseid option, or leave the option out.")
+	case sniID != "":
+		return target{databaseID: sniID, method: routeBySNI}, nil
+	case optionID != "":
+		return target{databaseID: optionID, method: routeByOption}, nil
+	case s.cfg.Routing == RoutingStrict:
+		// The real service's wording, which lib/pq shows as
+		// "pq: Database hostname wasn't sent to server".
+		// NOTE: the service does not document the SQLSTATE; 28000 is the
+		// code PostgreSQL uses for a missing user name.
+		return target{}, fatalf(codeInvalidAuthorization, "Database hostname wasn't sent to server").
+			withHint("Connect to <database-id>." + s.cfg.SNISuffix + " with a client that sends TLS SNI, or pass options=databaseid=<database-id>.")
+	}
+	return target{method: routeByName}, nil
+}
+
+// databaseIDFromServerName returns the database ID of a server name of the
+// form <database-id>.<SNISuffix>, and "" for any other name, such as
+// localhost, so that clients connecting by a plain host name still work.
+func (s *Server) databaseIDFromServerName(serverName string) (string, *wireError) {
+	label, ok := strings.CutSuffix(serverName, "."+s.cfg.SNISuffix)
+	if !ok || label == "" {
+		return "", nil
+	}
+	if !validDatabaseID(label) {
+		return "", fatalf(codeInvalidParameterValue, "invalid TLS server name %q: %q is not a database ID (a UUID)", serverName, label).
+			withHint("Connect to <database-id>." + s.cfg.SNISuffix + ", with the database ID the API returns.")
+	}
+	return strings.ToLower(label), nil
+}
+
+// validDatabaseID reports whether id is a UUID in its 36-character form.
+func validDatabaseID(id string) bool {
+	if len(id) != 36 {
+		return false
+	}
+	_, err := uuid.Parse(id)
+	return err == nil
+}
+
+// route finds the database a client asked for and checks that the
+// principal may connect to it: the database ID of t, or else a database
+// name (or ID) that identifies exactly one database the principal may use.
+func (s *Server) route(identity auth.Identity, t target, databaseName string) (catalog.Database, *wireError) {
+	principalID := identity.Principal.ID
+	if t.databaseID != "" {
 		var db catalog.Database
 		err := s.cat.View(func(tx *catalog.Tx) error {
 			var err error
-			db, err = tx.Database(databaseID)
+			db, err = tx.Database(t.databaseID)
 			return err
 		})
 		if err != nil {
-			return catalog.Database{}, fatalf(codeInvalidCatalogName, "database %q does not exist", databaseID)
+			return catalog.Database{}, fatalf(codeInvalidCatalogName, "database %q does not exist", t.databaseID)
 		}
 		allowed, err := s.canConnect(identity, db)
 		if err != nil {

@@ -6,7 +6,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -16,48 +15,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/xdg-go/scram"
 
 	"github.com/sdblocal/sdblocal/auth"
 	"github.com/sdblocal/sdblocal/autoscale"
 	"github.com/sdblocal/sdblocal/catalog"
 )
-
-// Config holds the proxy's settings. Zero values take the defaults given on
-// each field.
-type Config struct {
-	// TLS is the configuration for SSLRequest. When it is nil, the proxy
-	// declines TLS and accepts cleartext passwords without it.
-	TLS *tls.Config
-	// HandshakeTimeout bounds the time from accept until the client has
-	// sent its startup packet and password. Default 15s.
-	HandshakeTimeout time.Duration
-	// WakeTimeout bounds how long a client waits for its instance to wake
-	// and a backend connection to open. Default 60s.
-	WakeTimeout time.Duration
-	// MaxClientsPerDatabase caps client connections per database. Each
-	// client holds one backend, so the default, 90, stays under the
-	// instance's max_connections (100) minus its 3 superuser slots, with
-	// room for sdblocal's own probes.
-	MaxClientsPerDatabase int
-	Logger                *slog.Logger
-	Registerer            prometheus.Registerer
-}
-
-func (c *Config) setDefaults() {
-	if c.HandshakeTimeout <= 0 {
-		c.HandshakeTimeout = 15 * time.Second
-	}
-	if c.WakeTimeout <= 0 {
-		c.WakeTimeout = 60 * time.Second
-	}
-	if c.MaxClientsPerDatabase <= 0 {
-		c.MaxClientsPerDatabase = 90
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-}
 
 // Server accepts client connections. It is safe for concurrent use.
 type Server struct {
@@ -67,6 +30,15 @@ type Server struct {
 	instances *autoscale.Manager
 	metrics   *metrics
 	cancels   *cancelKeys
+	throttle  *loginThrottle
+	// binding is the tls-server-end-point channel binding of the served
+	// certificate; without it SCRAM-SHA-256-PLUS is not offered.
+	binding scram.ChannelBinding
+	// done is closed by Close, to cut short failed-login delays.
+	done chan struct{}
+	// skippedKeysLogged records the principals whose keys SCRAM cannot
+	// all check, once the warning about them is logged.
+	skippedKeysLogged sync.Map
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -76,20 +48,34 @@ type Server struct {
 	wg        sync.WaitGroup
 }
 
-// NewServer returns a proxy for the databases in cat.
-func NewServer(cfg Config, cat *catalog.Catalog, authn *auth.Authenticator, instances *autoscale.Manager) *Server {
+// NewServer returns a proxy for the databases in cat. It returns an error
+// for settings that contradict each other.
+func NewServer(cfg Config, cat *catalog.Catalog, authn *auth.Authenticator, instances *autoscale.Manager) (*Server, error) {
 	cfg.setDefaults()
-	return &Server{
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
 		cfg:       cfg,
 		cat:       cat,
 		authn:     authn,
 		instances: instances,
 		metrics:   newMetrics(cfg.Registerer),
 		cancels:   newCancelKeys(),
+		throttle:  newLoginThrottle(cfg.LoginBackoff, cfg.LoginBackoffMax, cfg.LoginBackoffReset),
+		done:      make(chan struct{}),
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[net.Conn]struct{}{},
 		perDB:     map[string]int{},
 	}
+	if cfg.TLSMode != TLSOff {
+		binding, err := serverEndPointBinding(cfg.TLS.Certificates[0])
+		if err != nil {
+			cfg.Logger.Warn("SCRAM-SHA-256-PLUS is not offered: no channel binding for the server certificate", "error", err)
+		}
+		s.binding = binding
+	}
+	return s, nil
 }
 
 // Serve accepts connections on ln until Close. It returns nil after Close.
@@ -118,27 +104,58 @@ func (s *Server) Serve(ln net.Listener) error {
 			}
 			return fmt.Errorf("accept: %w", err)
 		}
-		if !s.track(conn) {
+		admission := s.track(conn)
+		switch admission {
+		case admitClosing:
 			conn.Close()
 			return nil
+		case admitDrop:
+			s.metrics.rejected.WithLabelValues("max_clients_exceeded").Inc()
+			conn.Close()
+			continue
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
 			defer s.untrack(conn)
-			s.handle(conn)
+			s.handle(conn, admission == admitOverLimit)
 		}()
 	}
 }
 
-func (s *Server) track(conn net.Conn) bool {
+// admission is the decision track makes for a new connection.
+type admission int
+
+const (
+	admitOK admission = iota
+	// admitOverLimit connections are past MaxClients. They are served
+	// only as far as a CancelRequest, or the startup packet that gets
+	// them FATAL 53300, as PostgreSQL rejects clients past
+	// max_connections.
+	admitOverLimit
+	// admitDrop connections are past twice MaxClients and closed at once,
+	// so a flood cannot hold unbounded goroutines in the handshake.
+	// PostgreSQL likewise caps its dead-end children at about twice
+	// max_connections.
+	admitDrop
+	admitClosing
+)
+
+func (s *Server) track(conn net.Conn) admission {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
-		return false
+		return admitClosing
+	}
+	open := len(s.conns)
+	if open >= 2*s.cfg.MaxClients {
+		return admitDrop
 	}
 	s.conns[conn] = struct{}{}
-	return true
+	if open >= s.cfg.MaxClients {
+		return admitOverLimit
+	}
+	return admitOK
 }
 
 func (s *Server) untrack(conn net.Conn) {
@@ -151,10 +168,28 @@ func (s *Server) untrack(conn net.Conn) {
 // their goroutines to end.
 func (s *Server) Close() error {
 	s.mu.Lock()
-	s.closing = true
+	if !s.closing {
+		s.closing = true
+		close(s.done)
+	}
 	for ln := range s.listeners {
 		ln.Close()
 	}
+	s.mu.Unlock()
+
+	// Clients past login hear why they are disconnected, in PostgreSQL's
+	// words for a server shutdown; the rest are simply closed.
+	var wg sync.WaitGroup
+	for _, sess := range s.cancels.all() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sess.Terminate(codeAdminShutdown, "terminating connection due to administrator command")
+		}()
+	}
+	wg.Wait()
+
+	s.mu.Lock()
 	for conn := range s.conns {
 		conn.Close()
 	}
@@ -163,14 +198,17 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// handle runs one client connection from the first packet to the end.
-func (s *Server) handle(conn net.Conn) {
+// handle runs one client connection from the first packet to the end:
+// TLS and startup negotiation, the checks that need no credentials,
+// authentication, routing, and then the session. overLimit marks a
+// connection past MaxClients.
+func (s *Server) handle(conn net.Conn, overLimit bool) {
 	clientAddr := conn.RemoteAddr().String()
 	logger := s.cfg.Logger.With("client_addr", clientAddr)
 	defer conn.Close()
 
 	_ = conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	start, cancel, err := negotiate(&conn, s.cfg.TLS)
+	start, cancel, err := negotiate(&conn, s.cfg.TLS, s.cfg.TLSMode)
 	if err != nil {
 		s.rejectHandshake(conn, logger, err)
 		return
@@ -179,20 +217,40 @@ func (s *Server) handle(conn net.Conn) {
 		s.forwardCancel(cancel, logger)
 		return
 	}
+	if overLimit {
+		s.reject(conn, logger, fatalf(codeTooManyConnections, "sorry, too many clients already").
+			withHint(fmt.Sprintf("The proxy accepts at most %d client connections; close idle connections or raise --max-clients.", s.cfg.MaxClients)))
+		return
+	}
 
-	identity, err := s.authenticate(conn, start, logger)
+	user, werr := s.checkStartup(start)
+	if werr != nil {
+		s.reject(conn, logger, werr)
+		return
+	}
+	opts := parseOptions(start.params["options"])
+	target, werr := s.resolveTarget(start.serverName, opts.databaseID)
+	if werr != nil {
+		s.reject(conn, logger, werr)
+		return
+	}
+
+	identity, err := s.authenticate(conn, start, user, logger)
 	if err != nil {
 		s.rejectHandshake(conn, logger, err)
 		return
 	}
 	logger = logger.With("principal_id", identity.Principal.ID)
 
-	opts := parseOptions(start.params["options"])
+	if werr := checkClientEncoding(start.params, opts); werr != nil {
+		s.reject(conn, logger, werr)
+		return
+	}
 	dbName := start.params["database"]
 	if dbName == "" {
-		dbName = start.params["user"]
+		dbName = user
 	}
-	db, werr := s.route(identity, opts.databaseID, dbName)
+	db, werr := s.route(identity, target, dbName)
 	if werr == nil {
 		werr = checkReady(db)
 	}
@@ -200,7 +258,14 @@ func (s *Server) handle(conn net.Conn) {
 		s.reject(conn, logger, werr)
 		return
 	}
+	s.metrics.routed.WithLabelValues(string(target.method)).Inc()
 	logger = logger.With("database_id", db.ID)
+	role, werr := s.backendRole(identity, db)
+	if werr != nil {
+		s.reject(conn, logger, werr)
+		return
+	}
+	logger = logger.With("role", role)
 	_ = conn.SetDeadline(time.Time{})
 
 	inst, err := s.instances.Instance(db.ID)
@@ -208,15 +273,34 @@ func (s *Server) handle(conn net.Conn) {
 		s.reject(conn, logger, fatalf(codeObjectNotInState, "database %s is not ready: its instance is not provisioned", db.ID))
 		return
 	}
-	if !s.acquireSlot(db.ID) {
-		s.reject(conn, logger, fatalf(codeTooManyConnections, "too many connections for database %s (limit %d)", db.ID, s.cfg.MaxClientsPerDatabase).
+	limit := s.clientLimit(db)
+	if !s.acquireSlot(db.ID, limit) {
+		s.reject(conn, logger, fatalf(codeTooManyConnections, "too many connections for database %s (limit %d)", db.ID, limit).
 			withHint("Close idle connections or raise the per-database client limit."))
 		return
 	}
 	defer s.releaseSlot(db.ID)
 
-	sess := newSession(s, conn, inst, start.params, opts.rest, logger)
+	sess := newSession(s, conn, inst, role, start.params, opts.rest, logger)
 	sess.run()
+}
+
+// checkStartup checks the startup parameters that PostgreSQL checks before
+// authentication, and that a client without TLS may go no further when
+// TLS is required. It returns the user name.
+func (s *Server) checkStartup(start *startup) (string, *wireError) {
+	user := start.params["user"]
+	if user == "" {
+		return "", fatalf(codeInvalidAuthorization, "no PostgreSQL user name specified in startup packet")
+	}
+	if replication, ok := start.params["replication"]; ok && replication != "false" && replication != "0" && replication != "off" && replication != "no" {
+		return "", fatalf(codeFeatureNotSupported, "replication connections are not supported")
+	}
+	if start.tls == nil && s.cfg.TLSMode == TLSRequired {
+		return "", fatalf(codeInvalidAuthorization, "connection without TLS rejected: this server requires TLS").
+			withHint("Connect with sslmode=require.")
+	}
+	return user, nil
 }
 
 // rejectHandshake reports a failed negotiation or login. A client that
@@ -251,10 +335,23 @@ func (s *Server) reject(conn net.Conn, logger *slog.Logger, err *wireError) {
 	_ = writeMessages(conn, err.toMessage())
 }
 
-func (s *Server) acquireSlot(databaseID string) bool {
+// clientLimit is the client limit of db: the one its cpu_max gives, but
+// never more than MaxClientsPerDatabase.
+// NOTE: while each client holds its own backend, the instance's
+// max_connections bounds the limit; cpu_max raises it only once clients
+// share backends.
+func (s *Server) clientLimit(db catalog.Database) int {
+	limit := s.cfg.MaxClientsPerDatabase
+	if s.cfg.ClientLimit != nil {
+		limit = min(limit, s.cfg.ClientLimit(db.CPUMax))
+	}
+	return limit
+}
+
+func (s *Server) acquireSlot(databaseID string, limit int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.perDB[databaseID] >= s.cfg.MaxClientsPerDatabase {
+	if s.perDB[databaseID] >= limit {
 		return false
 	}
 	s.perDB[databaseID]++

@@ -10,6 +10,7 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -46,6 +47,8 @@ type session struct {
 	params map[string]string
 	// options is the startup options value without the routing option.
 	options string
+	// role is the PostgreSQL role every backend of the session logs in as.
+	role string
 
 	client   net.Conn
 	clientR  *bufio.Reader
@@ -60,15 +63,19 @@ type session struct {
 	openBatch bool // extended-protocol messages sent since the last Sync
 	txStatus  byte // from the last ReadyForQuery: 'I', 'T' or 'E'
 	ended     bool
+
+	// prepared is touched only by the goroutine running relayClient.
+	prepared preparedStatements
 }
 
-func newSession(srv *Server, client net.Conn, inst *autoscale.Instance, params map[string]string, options string, logger *slog.Logger) *session {
+func newSession(srv *Server, client net.Conn, inst *autoscale.Instance, role string, params map[string]string, options string, logger *slog.Logger) *session {
 	return &session{
 		srv:      srv,
 		inst:     inst,
 		logger:   logger,
 		params:   params,
 		options:  options,
+		role:     role,
 		client:   client,
 		clientR:  bufio.NewReaderSize(client, 32*1024),
 		clientW:  bufio.NewWriterSize(client, 32*1024),
@@ -125,19 +132,27 @@ func (s *session) begin() error {
 	return nil
 }
 
-// dial opens a backend connection for the session.
+// dial opens a backend connection for the session. While the instance
+// runs crash recovery (after one of its backends died) it answers 57P03;
+// dial retries then, so the client sees a slower connection, not an error.
 func (s *session) dial() (*backend, error) {
 	ctx, cancel := s.srv.wakeContext()
 	defer cancel()
-	b, err := dialBackend(ctx, s.inst, autoscale.RoleAdmin, s.params, s.options)
-	if err != nil {
+	for {
+		b, err := dialBackend(ctx, s.inst, s.role, s.params, s.options)
+		if err == nil {
+			return b, nil
+		}
 		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == codeCannotConnectNow && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
 		if errors.As(err, &pgErr) {
 			return nil, fromPgError(pgErr)
 		}
 		return nil, fatalf(codeConnectionFailure, "could not connect to database %s: %v", s.inst.ID(), err)
 	}
-	return b, nil
 }
 
 func (s *session) sendLoginResponse(b *backend) error {
@@ -211,7 +226,7 @@ func (s *session) relayClient() error {
 		}
 		s.mu.Unlock()
 
-		if err := s.forward(b, header, length); err != nil {
+		if err := s.relayMessage(b, header, length); err != nil {
 			return err
 		}
 
@@ -219,6 +234,44 @@ func (s *session) relayClient() error {
 		s.setBusyLocked(false)
 		s.mu.Unlock()
 	}
+}
+
+// relayMessage forwards one client message. Parse and Close are read whole
+// to track named prepared statements, and short simple Queries to notice
+// DEALLOCATE and DISCARD; everything else is streamed.
+func (s *session) relayMessage(b *backend, header [5]byte, length uint32) error {
+	msgType := header[0]
+	inspect := msgType == 'P' || msgType == 'C' || (msgType == 'Q' && length-4 <= maxInspectedQuery)
+	if !inspect {
+		return s.forward(b, header, length)
+	}
+	if msgType == 'P' && int(length) > maxPreparedBytes {
+		return &wireError{severity: "FATAL", code: codeConfigurationLimit, message: fmt.Sprintf(preparedLimitMessage, maxPreparedBytes)}
+	}
+	message := make([]byte, 1+length)
+	copy(message, header[:])
+	if _, err := io.ReadFull(s.clientR, message[5:]); err != nil {
+		return nil // the client hung up mid-message
+	}
+	switch msgType {
+	case 'P':
+		if werr := s.prepared.add(message); werr != nil {
+			return werr
+		}
+	case 'C':
+		s.prepared.close(message)
+	case 'Q':
+		s.prepared.observeQuery(message)
+	}
+	if _, err := b.w.Write(message); err != nil {
+		return s.backendWriteFailed(err)
+	}
+	if s.clientR.Buffered() == 0 {
+		if err := b.w.Flush(); err != nil {
+			return s.backendWriteFailed(err)
+		}
+	}
+	return nil
 }
 
 // currentBackend returns the session's backend, opening one when a suspend
@@ -234,7 +287,11 @@ func (s *session) currentBackend() (*backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.logger.Debug("backend reattached", "backend_pid", b.pid)
+	if err := s.prepared.replay(b); err != nil {
+		b.close()
+		return nil, fatalf(codeConnectionFailure, "could not prepare the session's statements again on database %s: %v", s.inst.ID(), err)
+	}
+	s.logger.Debug("backend reattached", "backend_pid", b.pid, "prepared_statements", len(s.prepared.order))
 	s.mu.Lock()
 	s.backend = b
 	s.txStatus = 'I'
@@ -293,6 +350,10 @@ func (s *session) forwardToClient(b *backend, header [5]byte) (sawFatal bool, er
 	}
 	body := int64(length - 4)
 
+	if msgType == 'E' && body <= bufferedCopyLimit {
+		return s.forwardError(b, header, body)
+	}
+
 	s.clientMu.Lock()
 	defer s.clientMu.Unlock()
 	if _, err := s.clientW.Write(header[:]); err != nil {
@@ -318,18 +379,6 @@ func (s *session) forwardToClient(b *backend, header [5]byte) (sawFatal bool, er
 		s.setBusyLocked(false)
 		s.mu.Unlock()
 		return false, nil
-	case msgType == 'E' && body <= bufferedCopyLimit:
-		raw := make([]byte, body)
-		if _, err := io.ReadFull(b.r, raw); err != nil {
-			return false, err
-		}
-		var msg pgproto3.ErrorResponse
-		if err := msg.Decode(raw); err == nil && (msg.Severity == "FATAL" || msg.Severity == "PANIC") {
-			sawFatal = true
-		}
-		if _, err := s.clientW.Write(raw); err != nil {
-			return false, err
-		}
 	default:
 		if _, err := io.CopyN(s.clientW, b.r, body); err != nil {
 			return false, err
@@ -341,6 +390,44 @@ func (s *session) forwardToClient(b *backend, header [5]byte) (sawFatal bool, er
 		}
 	}
 	return sawFatal, nil
+}
+
+// forwardError forwards an ErrorResponse, except a FATAL one that reaches
+// an idle session: the instance is then ending the backend connection on
+// its own (a crash, pg_terminate_backend, idle_session_timeout), and the
+// client, which waits for nothing, keeps its session and gets a new
+// backend on its next message, as after a suspend.
+func (s *session) forwardError(b *backend, header [5]byte, body int64) (sawFatal bool, err error) {
+	raw := make([]byte, body)
+	if _, err := io.ReadFull(b.r, raw); err != nil {
+		return false, err
+	}
+	var msg pgproto3.ErrorResponse
+	fatal := msg.Decode(raw) == nil && (msg.Severity == "FATAL" || msg.Severity == "PANIC")
+	if fatal {
+		s.mu.Lock()
+		idle := !s.busy
+		s.mu.Unlock()
+		if idle {
+			s.logger.Info("backend ended by the instance while the client was idle", "backend_pid", b.pid, "sqlstate", msg.Code, "reason", msg.Message)
+			return false, nil
+		}
+	}
+
+	s.clientMu.Lock()
+	defer s.clientMu.Unlock()
+	if _, err := s.clientW.Write(header[:]); err != nil {
+		return false, err
+	}
+	if _, err := s.clientW.Write(raw); err != nil {
+		return false, err
+	}
+	if b.r.Buffered() == 0 {
+		if err := s.clientW.Flush(); err != nil {
+			return fatal, err
+		}
+	}
+	return fatal, nil
 }
 
 // backendEnded handles the end of a backend connection the proxy did not
@@ -380,7 +467,7 @@ func (s *session) DetachBackend() {
 	s.mu.Lock()
 	if s.busy {
 		s.mu.Unlock()
-		s.logger.Error("instance suspending while a session is busy; keeping its backend")
+		s.logger.Info("instance stopping while the session is busy; its backend ends with the instance")
 		return
 	}
 	b := s.backend
@@ -400,6 +487,8 @@ func (s *session) Terminate(sqlstate, message string) {
 func (s *session) sendError(err *wireError) {
 	s.clientMu.Lock()
 	defer s.clientMu.Unlock()
+	// A client that stops reading must not hold up a shutdown or a delete.
+	_ = s.client.SetWriteDeadline(time.Now().Add(time.Second))
 	_ = s.clientW.Flush()
 	_ = writeMessages(s.client, err.toMessage())
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -33,10 +34,19 @@ const (
 	protocolMinor = 0
 )
 
+// tlsRecordHandshake is the first byte of a TLS ClientHello. PostgreSQL 17
+// clients with sslnegotiation=direct open with it instead of SSLRequest.
+// No startup packet starts with it, because its length word would then
+// exceed maxStartupPacket.
+const tlsRecordHandshake = 0x16
+
 // startup is a decoded StartupMessage and what the negotiation learned.
 type startup struct {
 	params map[string]string
 	tls    *tls.ConnectionState // nil for a plain-text connection
+	// serverName is the TLS server name (SNI) the client sent, in lower
+	// case, or empty.
+	serverName string
 }
 
 // cancelRequest is a decoded CancelRequest.
@@ -45,14 +55,45 @@ type cancelRequest struct {
 	secret []byte
 }
 
-// negotiate reads the client's first packets: it answers SSLRequest with
-// TLS when tlsConfig is set, declines GSSENCRequest, and returns either the
-// StartupMessage or a CancelRequest. conn is replaced by the TLS connection
-// when TLS is negotiated.
-func negotiate(conn *net.Conn, tlsConfig *tls.Config) (*startup, *cancelRequest, error) {
+// errDirectTLSWithoutALPN rejects a direct TLS connection that did not
+// negotiate ALPN "postgresql". PostgreSQL 17 closes such a connection
+// without a message, to keep other protocols from being tunnelled in.
+var errDirectTLSWithoutALPN = errors.New("direct TLS connection without ALPN protocol postgresql")
+
+// errDirectTLSDisabled rejects a direct TLS connection while TLS is off.
+var errDirectTLSDisabled = errors.New("direct TLS connection while TLS is off")
+
+// negotiate reads the client's first packets and returns either the
+// StartupMessage or a CancelRequest. It accepts SSLRequest with TLS unless
+// mode is TLSOff, starts TLS at once when the first byte is a TLS
+// handshake record (PostgreSQL 17 direct TLS), and declines GSSENCRequest.
+// conn is replaced by the TLS connection when TLS is negotiated.
+func negotiate(conn *net.Conn, tlsConfig *tls.Config, mode TLSMode) (*startup, *cancelRequest, error) {
+	var first [1]byte
+	if _, err := io.ReadFull(*conn, first[:]); err != nil {
+		return nil, nil, err
+	}
 	var tlsState *tls.ConnectionState
+	var r io.Reader = io.MultiReader(bytes.NewReader(first[:]), *conn)
+	if first[0] == tlsRecordHandshake {
+		if mode == TLSOff {
+			return nil, nil, errDirectTLSDisabled
+		}
+		tlsConn := tls.Server(&prefixConn{Conn: *conn, prefix: first[:]}, tlsConfig)
+		if err := tlsConn.Handshake(); err != nil {
+			return nil, nil, fmt.Errorf("TLS handshake: %w", err)
+		}
+		state := tlsConn.ConnectionState()
+		if state.NegotiatedProtocol != alpnProtocol {
+			return nil, nil, errDirectTLSWithoutALPN
+		}
+		tlsState = &state
+		*conn = tlsConn
+		r = tlsConn
+	}
+
 	for {
-		packet, err := readStartupPacket(*conn)
+		packet, err := readStartupPacket(r)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -65,7 +106,7 @@ func negotiate(conn *net.Conn, tlsConfig *tls.Config) (*startup, *cancelRequest,
 			if tlsState != nil {
 				return nil, nil, fatalf(codeProtocolViolation, "SSLRequest received on a connection that already uses TLS")
 			}
-			if tlsConfig == nil {
+			if mode == TLSOff {
 				if _, err := (*conn).Write([]byte{'N'}); err != nil {
 					return nil, nil, err
 				}
@@ -81,6 +122,7 @@ func negotiate(conn *net.Conn, tlsConfig *tls.Config) (*startup, *cancelRequest,
 			state := tlsConn.ConnectionState()
 			tlsState = &state
 			*conn = tlsConn
+			r = tlsConn
 		case codeGSSENCRequest:
 			if len(packet) != 4 {
 				return nil, nil, fatalf(codeProtocolViolation, "invalid length of GSSENCRequest")
@@ -102,9 +144,29 @@ func negotiate(conn *net.Conn, tlsConfig *tls.Config) (*startup, *cancelRequest,
 			if err != nil {
 				return nil, nil, err
 			}
-			return &startup{params: params, tls: tlsState}, nil, nil
+			start := &startup{params: params, tls: tlsState}
+			if tlsState != nil {
+				start.serverName = strings.ToLower(tlsState.ServerName)
+			}
+			return start, nil, nil
 		}
 	}
+}
+
+// prefixConn is a connection whose first bytes were already read: Read
+// returns prefix before reading the connection.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(p, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
 }
 
 // readStartupPacket reads one length-prefixed startup packet and returns
@@ -190,4 +252,32 @@ func asWireError(err error) (*wireError, bool) {
 	var we *wireError
 	ok := errors.As(err, &we)
 	return we, ok
+}
+
+// checkClientEncoding rejects a client_encoding other than UTF8, in the
+// startup packet or in the options value, as the real service accepts
+// only UTF8 and UNICODE. Names are compared the way PostgreSQL's
+// clean_encoding_name does, ignoring case and every character that is not
+// a letter or digit, so "utf-8" is UTF8 too.
+func checkClientEncoding(params map[string]string, opts parsedOptions) *wireError {
+	for _, value := range []string{params["client_encoding"], opts.settings["client_encoding"]} {
+		if value == "" {
+			continue
+		}
+		if name := cleanEncodingName(value); name != "utf8" && name != "unicode" {
+			return fatalf(codeInvalidParameterValue, "invalid value for parameter \"client_encoding\": %q", value).
+				withHint("Only UTF8 is supported: set client_encoding or PGCLIENTENCODING to UTF8.")
+		}
+	}
+	return nil
+}
+
+func cleanEncodingName(name string) string {
+	var b strings.Builder
+	for _, c := range strings.ToLower(name) {
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' {
+			b.WriteRune(c)
+		}
+	}
+	return b.String()
 }

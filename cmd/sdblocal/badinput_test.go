@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/xdg-go/scram"
 
 	"github.com/sdblocal/sdblocal/auth"
 	"github.com/sdblocal/sdblocal/catalog"
@@ -49,6 +50,15 @@ type wireClient struct {
 	t    *testing.T
 	conn net.Conn
 	fe   *pgproto3.Frontend
+	// authRequest is the authentication request the proxy sent after the
+	// startup packet: AuthenticationSASL or AuthenticationCleartextPassword.
+	authRequest pgproto3.BackendMessage
+	// pending is a message read ahead by sendPassword, returned by the
+	// next receive.
+	pending pgproto3.BackendMessage
+	// scramClientFinal is the last SCRAM client-final message sent, with
+	// the client's proof.
+	scramClientFinal string
 }
 
 func dialWire(t *testing.T, s *testServer) *wireClient {
@@ -101,6 +111,10 @@ func (c *wireClient) startTLS(config *tls.Config) {
 
 func (c *wireClient) receive() pgproto3.BackendMessage {
 	c.t.Helper()
+	if msg := c.pending; msg != nil {
+		c.pending = nil
+		return msg
+	}
 	msg, err := c.fe.Receive()
 	if err != nil {
 		c.t.Fatalf("receive: %v", err)
@@ -109,7 +123,7 @@ func (c *wireClient) receive() pgproto3.BackendMessage {
 }
 
 // login sends a 3.0 StartupMessage with params and expects the proxy to
-// ask for the cleartext password.
+// ask for the password, with SCRAM or in clear text.
 func (c *wireClient) login(params ...string) {
 	c.t.Helper()
 	c.write(wireStartupPacket(wireProtocol30, params...))
@@ -119,16 +133,69 @@ func (c *wireClient) login(params ...string) {
 func (c *wireClient) expectPasswordRequest() {
 	c.t.Helper()
 	msg := c.receive()
-	if _, ok := msg.(*pgproto3.AuthenticationCleartextPassword); !ok {
-		c.t.Fatalf("after the startup packet got %T %+v, want AuthenticationCleartextPassword", msg, msg)
+	switch msg.(type) {
+	case *pgproto3.AuthenticationSASL, *pgproto3.AuthenticationCleartextPassword:
+		c.authRequest = msg
+	default:
+		c.t.Fatalf("after the startup packet got %T %+v, want AuthenticationSASL or AuthenticationCleartextPassword", msg, msg)
 	}
 }
 
+// sendPassword replies to the proxy's authentication request with password:
+// a PasswordMessage, or a SCRAM-SHA-256 exchange without channel binding.
+// An ErrorResponse during the exchange is left for the next receive.
 func (c *wireClient) sendPassword(password string) {
 	c.t.Helper()
+	if _, ok := c.authRequest.(*pgproto3.AuthenticationSASL); ok {
+		c.scramLogin(password)
+		return
+	}
 	c.fe.Send(&pgproto3.PasswordMessage{Password: password})
 	if err := c.fe.Flush(); err != nil {
 		c.t.Fatalf("send password: %v", err)
+	}
+}
+
+func (c *wireClient) scramLogin(password string) {
+	c.t.Helper()
+	client, err := scram.SHA256.NewClient("", password, "")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	conv := client.NewConversation()
+	clientFirst, err := conv.Step("")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+
+	c.fe.Send(&pgproto3.SASLInitialResponse{AuthMechanism: "SCRAM-SHA-256", Data: []byte(clientFirst)})
+	if err := c.fe.Flush(); err != nil {
+		c.t.Fatalf("send SASLInitialResponse: %v", err)
+	}
+	msg := c.receive()
+	serverFirst, ok := msg.(*pgproto3.AuthenticationSASLContinue)
+	if !ok {
+		c.pending = msg
+		return
+	}
+	clientFinal, err := conv.Step(string(serverFirst.Data))
+	if err != nil {
+		c.t.Fatalf("SCRAM server-first message: %v", err)
+	}
+
+	c.scramClientFinal = clientFinal
+	c.fe.Send(&pgproto3.SASLResponse{Data: []byte(clientFinal)})
+	if err := c.fe.Flush(); err != nil {
+		c.t.Fatalf("send SASLResponse: %v", err)
+	}
+	msg = c.receive()
+	serverFinal, ok := msg.(*pgproto3.AuthenticationSASLFinal)
+	if !ok {
+		c.pending = msg
+		return
+	}
+	if _, err := conv.Step(string(serverFinal.Data)); err != nil || !conv.Valid() {
+		c.t.Fatalf("SCRAM server-final message rejected: %v", err)
 	}
 }
 
@@ -582,8 +649,11 @@ func TestProxyHandshakeTimeout(t *testing.T) {
 	expectStillServing(t, s, db.Name, db.ID)
 }
 
+// TestProxyBadLogin sends malformed and wrong cleartext passwords, with the
+// proxy asking TLS clients for the cleartext password. Malformed SCRAM
+// messages are in wireauth_test.go.
 func TestProxyBadLogin(t *testing.T) {
-	s := startServer(t)
+	s := startServer(t, "--password-auth", "cleartext")
 	db := s.createDatabase(t, "login", 0, 1)
 	baseline := goroutineCount(t, s)
 	owner := s.creds.PrincipalID
@@ -653,7 +723,7 @@ func TestProxyBadLogin(t *testing.T) {
 		},
 		{
 			name: "without TLS", tls: false, user: owner,
-			code: "28000", message: "connection without TLS rejected: the password is sent in clear text",
+			code: "28000", message: "connection without TLS rejected: this server requires TLS",
 			hint: "Connect with sslmode=require.",
 		},
 	}
@@ -724,9 +794,12 @@ func TestProxyUnknownDatabase(t *testing.T) {
 		name     string
 		database string
 		options  string
-		code     string
-		message  string
-		hint     string
+		// beforePassword is set for errors the proxy reports right after
+		// the startup packet, because they need no credentials to find.
+		beforePassword bool
+		code           string
+		message        string
+		hint           string
 	}{
 		{
 			name: "unknown ID with -c", database: db.Name, options: "-c databaseid=" + missing,
@@ -741,11 +814,11 @@ func TestProxyUnknownDatabase(t *testing.T) {
 			code: "3D000", message: fmt.Sprintf("database %q does not exist", missing),
 		},
 		{
-			name: "ID not a UUID", database: db.Name, options: "-c databaseid=known",
+			name: "ID not a UUID", database: db.Name, options: "-c databaseid=known", beforePassword: true,
 			code: "22023", message: `invalid value for option databaseid: "known" is not a database ID (a UUID)`,
 		},
 		{
-			name: "ID in braces", database: db.Name, options: "-c databaseid={" + db.ID + "}",
+			name: "ID in braces", database: db.Name, options: "-c databaseid={" + db.ID + "}", beforePassword: true,
 			code: "22023", message: fmt.Sprintf("invalid value for option databaseid: %q is not a database ID (a UUID)", "{"+db.ID+"}"),
 		},
 		{
@@ -760,8 +833,12 @@ func TestProxyUnknownDatabase(t *testing.T) {
 			if tc.options != "" {
 				params = append(params, "options", tc.options)
 			}
-			c.login(params...)
-			c.sendPassword(s.creds.SecretKey)
+			if tc.beforePassword {
+				c.write(wireStartupPacket(wireProtocol30, params...))
+			} else {
+				c.login(params...)
+				c.sendPassword(s.creds.SecretKey)
+			}
 			got := c.expectFatal(tc.code, tc.message, false)
 			if got.Hint != tc.hint {
 				t.Errorf("hint = %q, want %q", got.Hint, tc.hint)

@@ -8,8 +8,8 @@ import (
 	"strconv"
 	"time"
 
-	sdb "github.com/scaleway/scaleway-sdk-go/api/serverless_sqldb/v1alpha1"
 	iam "github.com/scaleway/scaleway-sdk-go/api/iam/v1alpha1"
+	sdb "github.com/scaleway/scaleway-sdk-go/api/serverless_sqldb/v1alpha1"
 	"github.com/scaleway/scaleway-sdk-go/scw"
 	"github.com/spf13/cobra"
 )

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -202,6 +205,13 @@ func TestBackendIsNotSuperuser(t *testing.T) {
 		}
 	}
 	s.mustPsql(t, db, "CREATE TABLE allowed (x int)")
+	s.mustPsql(t, db, "CREATE EXTENSION pgcrypto")
+	if got := s.mustPsql(t, db, "SELECT encode(digest('abc', 'sha256'), 'hex')"); !strings.HasPrefix(got, "ba7816bf") {
+		t.Errorf("pgcrypto digest = %q, want the SHA-256 of abc", got)
+	}
+	if out, err := s.psql(t, db, "CREATE EXTENSION adminpack"); err == nil {
+		t.Errorf("an untrusted extension was created:\n%s", out)
+	}
 }
 
 // TestDataSurvivesRestart stops sdblocal and starts it again on the same
@@ -357,5 +367,53 @@ func TestCPUMinKeepsRunning(t *testing.T) {
 	waitFor(t, 10*time.Second, "suspend after cpu_min was lowered to 0", func() bool { return !processAlive(pid) })
 	if d := s.getDatabase(t, db.ID); d.Started || d.CPUCurrent != 0 {
 		t.Errorf("after suspend: started=%v cpu_current=%d", d.Started, d.CPUCurrent)
+	}
+}
+
+// TestLeftoverPostmasterIsStopped starts an instance's postmaster by hand,
+// as one left running by an sdblocal killed with SIGKILL, and checks that
+// the next wake stops it and serves the data.
+func TestLeftoverPostmasterIsStopped(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("starting the postmaster as the service user needs root")
+	}
+	dataDir := newDataDir(t)
+	first := startServerIn(t, dataDir)
+	db := first.createDatabase(t, "leftover", 0, 1)
+	first.mustPsql(t, db, "CREATE TABLE t (x int); INSERT INTO t VALUES (7)")
+	first.stop()
+
+	serviceUser, err := user.Lookup("postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(serviceUser.Uid)
+	gid, _ := strconv.Atoi(serviceUser.Gid)
+	instanceDir := filepath.Join(dataDir, "instances", db.ID)
+	pgDir := os.Getenv("SDBLOCAL_PG_DIR")
+	if pgDir == "" {
+		pgDir = "/var/cache/sdblocal/postgres-14.23.0-beta.17"
+	}
+	leftover := exec.Command(filepath.Join(pgDir, "bin", "postgres"), "-D", filepath.Join(instanceDir, "data"),
+		"-c", "listen_addresses=", "-c", "unix_socket_directories="+instanceDir)
+	leftover.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, Setpgid: true}
+	if err := leftover.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = leftover.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = leftover.Process.Kill() })
+	waitFor(t, 10*time.Second, "the leftover postmaster to write its pid file", func() bool {
+		return first.postmasterPID(t, db.ID) == leftover.Process.Pid
+	})
+
+	second := startServerIn(t, dataDir)
+	if got := second.mustPsql(t, db, "SELECT x FROM t"); got != "7" {
+		t.Errorf("row after waking past a leftover postmaster = %q, want 7", got)
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Error("the leftover postmaster is still running")
 	}
 }

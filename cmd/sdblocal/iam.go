@@ -253,8 +253,8 @@ func newPolicyCommand(opts *clientOptions) *cobra.Command {
 
 	var create struct {
 		applicationID, userID, description string
-		permissionSets, projectIDs          []string
-		organizationWide                    bool
+		permissionSets, projectIDs         []string
+		organizationWide                   bool
 	}
 	createCmd := &cobra.Command{
 		Use:   "create NAME --permission-set SET [--project-id ID ...|--organization]",

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,6 +39,19 @@ type serveOptions struct {
 	handshake   time.Duration
 	logLevel    string
 	logFormat   string
+
+	tlsMode      string
+	tlsCert      string
+	tlsKey       string
+	sniSuffix    string
+	routing      string
+	passwordAuth string
+	maxClients   int
+
+	scale           autoscale.ScaleConfig
+	storageInterval time.Duration
+	cpuLimits       bool
+	clientLimit     int
 }
 
 func newServeCommand() *cobra.Command {
@@ -58,6 +72,23 @@ func newServeCommand() *cobra.Command {
 	f.StringVar(&opts.pgDir, "pg-dir", "", "PostgreSQL 14 tree with bin/, lib/ and share/ (default "+autoscale.DefaultPGDir()+")")
 	f.StringVar(&opts.user, "user", "postgres", "unprivileged user to run as when started as root")
 	f.DurationVar(&opts.handshake, "handshake-timeout", 15*time.Second, "time a client has to send its startup packet and password (Go duration)")
+	f.StringVar(&opts.tlsMode, "tls", string(proxy.TLSRequired), "TLS on the PostgreSQL port: required (clients without TLS are rejected, as in the real service), optional, or off")
+	f.StringVar(&opts.tlsCert, "tls-cert", "", "PEM certificate chain for the PostgreSQL port, with --tls-key (default: a certificate from a CA generated in <data-dir>/tls)")
+	f.StringVar(&opts.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&opts.sniSuffix, "sni-suffix", proxy.DefaultSNISuffix, "domain of the database host names: a client connecting to <database-id>.<suffix> with TLS SNI is routed to that database")
+	f.StringVar(&opts.routing, "routing", string(proxy.RoutingRelaxed), "routing of clients that send neither SNI nor options=databaseid=<id>: relaxed (by database name) or strict (rejected, as in the real service)")
+	f.StringVar(&opts.passwordAuth, "password-auth", string(proxy.PasswordSCRAM), "password exchange: scram (SCRAM-SHA-256, with channel binding over TLS) or cleartext (over TLS only; clients without TLS still get SCRAM)")
+	f.IntVar(&opts.maxClients, "max-clients", 1000, "maximum client connections to the PostgreSQL port, including those still logging in; further clients get SQLSTATE 53300")
+	scale := autoscale.DefaultScaleConfig()
+	f.DurationVar(&opts.scale.Interval, "scale-interval", scale.Interval, "how often each instance's CPU usage is sampled for autoscaling and metering (Go duration)")
+	f.DurationVar(&opts.scale.Window, "scale-window", scale.Window, "how long CPU usage must stay above --scale-up-threshold or below --scale-down-threshold before the allocation changes (Go duration)")
+	f.DurationVar(&opts.scale.Cooldown, "scale-cooldown", scale.Cooldown, "least time between two changes of an instance's vCPU allocation (Go duration)")
+	f.Float64Var(&opts.scale.UpThreshold, "scale-up-threshold", scale.UpThreshold, "fraction of the allocated vCPUs above which CPU usage counts as high")
+	f.Float64Var(&opts.scale.DownThreshold, "scale-down-threshold", scale.DownThreshold, "fraction of the allocated vCPUs below which CPU usage counts as low")
+	f.Float64Var(&opts.scale.Step, "scale-step", scale.Step, "fraction of the allocation one step adds (rounded up to a whole vCPU) or removes (rounded down)")
+	f.DurationVar(&opts.storageInterval, "storage-sample-interval", time.Minute, "how often each database's data directory is measured for storage metering (Go duration)")
+	f.BoolVar(&opts.cpuLimits, "cpu-limits", true, "cap each instance's CPU at its allocation with a cgroup quota; needs root at start and the cgroup cpu controller, and without them sdblocal only measures CPU usage")
+	f.IntVar(&opts.clientLimit, "database-client-limit", 0, "client connections allowed per database; 0 means 100 + 60 × cpu_max, capped at 1000, the real service's maximum; at most 90 while each client holds its own backend")
 	f.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
 	bindEnv(cmd)
@@ -83,6 +114,18 @@ func serve(opts serveOptions) error {
 	}
 	if opts.handshake <= 0 {
 		return fmt.Errorf("invalid --handshake-timeout %s: must be positive", opts.handshake)
+	}
+	if err := opts.scale.Validate(); err != nil {
+		return fmt.Errorf("invalid --scale-* flags: %w", err)
+	}
+	if opts.storageInterval <= 0 {
+		return fmt.Errorf("invalid --storage-sample-interval %s: must be positive", opts.storageInterval)
+	}
+	if opts.clientLimit < 0 {
+		return fmt.Errorf("invalid --database-client-limit %d: must be 0 (the formula) or positive", opts.clientLimit)
+	}
+	if err := checkProxyFlags(opts); err != nil {
+		return err
 	}
 	pgDir := autoscale.ResolvePGDir(opts.pgDir)
 	if err := autoscale.CheckPGDir(pgDir); err != nil {
@@ -131,6 +174,17 @@ func serve(opts serveOptions) error {
 		return err
 	}
 
+	// Cgroups for CPU limits must be created while still root.
+	var cgroups *autoscale.CPUCgroups
+	cgroupErr := errors.New("disabled by --cpu-limits=false")
+	if opts.cpuLimits {
+		var owner *autoscale.ServiceUser
+		if asRoot {
+			owner = &serviceUser
+		}
+		cgroups, cgroupErr = autoscale.SetUpCPUCgroups(owner)
+	}
+
 	if asRoot {
 		if err := autoscale.DropPrivileges(serviceUser); err != nil {
 			return err
@@ -140,6 +194,8 @@ func serve(opts serveOptions) error {
 			return fmt.Errorf("user %s cannot run %s: %w: every parent directory must be traversable by that user; use --pg-dir under /var/cache or /opt", serviceUser.Name, filepath.Join(pgDir, "bin", "postgres"), err)
 		}
 	}
+
+	cgroups = checkCPULimits(logger, cgroups, cgroupErr)
 
 	// embedded-postgres writes a log file to the temporary directory at
 	// each provisioning and never removes it. A temporary directory inside
@@ -161,7 +217,11 @@ func serve(opts serveOptions) error {
 	if err != nil {
 		return err
 	}
-	tlsConfig, tlsFiles, err := proxy.EnsureCertificates(filepath.Join(dataDir, "tls"))
+	tlsConfig, tlsFiles, err := loadTLS(opts, dataDir, logger)
+	if err != nil {
+		return err
+	}
+	mockAuthSecret, err := proxy.EnsureMockAuthSecret(dataDir)
 	if err != nil {
 		return err
 	}
@@ -170,11 +230,15 @@ func serve(opts serveOptions) error {
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	manager := autoscale.NewManager(autoscale.Config{
-		DataDir:     dataDir,
-		PGDir:       pgDir,
-		IdleTimeout: opts.idleTimeout,
-		Logger:      logger,
-		Registerer:  registry,
+		DataDir:               dataDir,
+		PGDir:                 pgDir,
+		IdleTimeout:           opts.idleTimeout,
+		Scale:                 opts.scale,
+		Cgroups:               cgroups,
+		StorageSampleInterval: opts.storageInterval,
+		ClientLimit:           opts.clientLimit,
+		Logger:                logger,
+		Registerer:            registry,
 	}, cat)
 	if err := manager.Start(); err != nil {
 		return err
@@ -183,10 +247,27 @@ func serve(opts serveOptions) error {
 	defer manager.Close()
 
 	authn := auth.NewAuthenticator(cat)
-	pgProxy := proxy.NewServer(proxy.Config{TLS: tlsConfig, HandshakeTimeout: opts.handshake, Logger: logger, Registerer: registry}, cat, authn, manager)
+	pgProxy, err := proxy.NewServer(proxy.Config{
+		TLS:              tlsConfig,
+		TLSMode:          proxy.TLSMode(opts.tlsMode),
+		SNISuffix:        opts.sniSuffix,
+		Routing:          proxy.RoutingMode(opts.routing),
+		PasswordAuth:     proxy.PasswordAuth(opts.passwordAuth),
+		MockAuthSecret:   mockAuthSecret,
+		HandshakeTimeout: opts.handshake,
+		MaxClients:       opts.maxClients,
+		ClientLimit:      manager.ClientLimit,
+		Logger:           logger,
+		Registerer:       registry,
+	}, cat, authn, manager)
+	if err != nil {
+		return err
+	}
 	pgHost, pgPort := splitAddr(pgListener.Addr())
 	handler := api.New(api.Config{PGHost: pgHost, PGPort: pgPort, Logger: logger, Gatherer: registry}, cat, authn, manager)
-	httpServer := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	// ReadTimeout bounds a client that sends its body slowly or never;
+	// request bodies are at most 1 MiB.
+	httpServer := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 
 	errs := make(chan error, 2)
 	go func() { errs <- pgProxy.Serve(pgListener) }()
@@ -197,7 +278,7 @@ func serve(opts serveOptions) error {
 		logger.Warn("could not record listener addresses", "error", err)
 	}
 	logger.Info("sdblocal ready", "api", "http://"+addrs.API, "pg", addrs.PG, "data_dir", dataDir, "pg_dir", pgDir, "idle_timeout", opts.idleTimeout)
-	printWelcome(dataDir, addrs, creds, tlsFiles)
+	printWelcome(dataDir, addrs, creds, opts, tlsFiles)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -217,6 +298,71 @@ func serve(opts serveOptions) error {
 	_ = os.Remove(filepath.Join(dataDir, addressesFileName))
 	logger.Info("stopped")
 	return nil
+}
+
+// checkProxyFlags rejects proxy flag values that name no mode or
+// contradict each other, naming the flag to fix.
+func checkProxyFlags(opts serveOptions) error {
+	switch proxy.TLSMode(opts.tlsMode) {
+	case proxy.TLSRequired, proxy.TLSOptional, proxy.TLSOff:
+	default:
+		return fmt.Errorf("invalid --tls %q: expected required, optional or off", opts.tlsMode)
+	}
+	if (opts.tlsCert == "") != (opts.tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key must be given together")
+	}
+	if opts.tlsCert != "" && proxy.TLSMode(opts.tlsMode) == proxy.TLSOff {
+		return errors.New("--tls-cert and --tls-key are not used with --tls off: drop them or choose --tls required or optional")
+	}
+	if err := proxy.ValidSNISuffix(opts.sniSuffix); err != nil {
+		return fmt.Errorf("invalid --sni-suffix: %w", err)
+	}
+	switch proxy.RoutingMode(opts.routing) {
+	case proxy.RoutingRelaxed, proxy.RoutingStrict:
+	default:
+		return fmt.Errorf("invalid --routing %q: expected relaxed or strict", opts.routing)
+	}
+	switch proxy.PasswordAuth(opts.passwordAuth) {
+	case proxy.PasswordSCRAM, proxy.PasswordCleartext:
+	default:
+		return fmt.Errorf("invalid --password-auth %q: expected scram or cleartext", opts.passwordAuth)
+	}
+	if opts.maxClients <= 0 {
+		return fmt.Errorf("invalid --max-clients %d: must be positive", opts.maxClients)
+	}
+	return nil
+}
+
+// loadTLS returns the proxy's TLS configuration: nil with --tls off, the
+// certificate of --tls-cert when given, and otherwise the generated one.
+func loadTLS(opts serveOptions, dataDir string, logger *slog.Logger) (*tls.Config, proxy.TLSFiles, error) {
+	switch {
+	case proxy.TLSMode(opts.tlsMode) == proxy.TLSOff:
+		return nil, proxy.TLSFiles{}, nil
+	case opts.tlsCert != "":
+		return proxy.LoadCertificate(opts.tlsCert, opts.tlsKey)
+	}
+	config, files, err := proxy.EnsureCertificates(filepath.Join(dataDir, "tls"), opts.sniSuffix)
+	if err == nil && files.Renewed {
+		logger.Info("replaced the generated server certificate", "path", files.ServerCert, "dns_names", "localhost, *."+opts.sniSuffix)
+	}
+	return config, files, err
+}
+
+// checkCPULimits proves, as the service user, that cgroups set up earlier
+// can be used, and logs once whether CPU limits are enforced. It returns
+// nil when they are not.
+func checkCPULimits(logger *slog.Logger, cgroups *autoscale.CPUCgroups, setUpErr error) *autoscale.CPUCgroups {
+	err := setUpErr
+	if cgroups != nil {
+		err = cgroups.Check()
+	}
+	if err != nil {
+		logger.Warn("CPU limits are not enforced: instances may use more CPU than their allocation, which is still measured and scaled", "reason", err)
+		return nil
+	}
+	logger.Info("CPU limits enforced", "cgroup", cgroups.String())
+	return cgroups
 }
 
 // listen binds addr and names the flag to change when that fails.
@@ -284,20 +430,35 @@ func newLogger(level, format string) (*slog.Logger, error) {
 
 // printWelcome prints how to connect. It names the credentials
 // file instead of printing the secret key.
-func printWelcome(dataDir string, addrs addresses, creds auth.Credentials, tlsFiles proxy.TLSFiles) {
+func printWelcome(dataDir string, addrs addresses, creds auth.Credentials, opts serveOptions, tlsFiles proxy.TLSFiles) {
+	sslmode := "require"
+	if opts.tlsMode == string(proxy.TLSOff) {
+		sslmode = "disable"
+	}
+	tlsNote := "TLS " + opts.tlsMode
+	switch {
+	case opts.tlsMode == string(proxy.TLSOff):
+	case tlsFiles.CACert != "":
+		tlsNote += "; CA certificate " + tlsFiles.CACert
+	default:
+		tlsNote += "; certificate " + tlsFiles.ServerCert
+	}
+	bin := os.Args[0]
 	fmt.Printf(`
 sdblocal is running.
   API:          http://%s  (Scaleway serverless-sqldb v1alpha1, region fr-par)
-  PostgreSQL:   %s  (TLS; CA certificate %s)
+  PostgreSQL:   %s  (%s)
+  Host names:   <database-id>.%s, routed by TLS SNI (add hostaddr=127.0.0.1 where it does not resolve)
   Principal ID: %s
   Credentials:  %s
 
-Set up your shell for the Scaleway SDK/CLI and psql:
-  eval "$(sdblocal env --data-dir %s)"
-Create a database, then connect with the endpoint the API returns:
-  curl -s -H "X-Auth-Token: $SCW_SECRET_KEY" -H "Content-Type: application/json" -d '{"project_id":"'$SCW_DEFAULT_PROJECT_ID'","name":"mydb","cpu_min":0,"cpu_max":4}' \
-    http://%s/serverless-sqldb/v1alpha1/regions/fr-par/databases
-  psql "postgresql://%s/mydb?sslmode=require"
+Set up your shell for the Scaleway SDK and psql:
+  eval "$(%s env --data-dir %s)"
+Create a database and open psql on it:
+  %s db create mydb --data-dir %s
+  %s db connect <database-id> --data-dir %s
+or paste its endpoint into psql, with sslmode=%s.
 
-`, addrs.API, addrs.PG, tlsFiles.CACert, creds.PrincipalID, filepath.Join(dataDir, auth.CredentialsFileName), dataDir, addrs.API, addrs.PG)
+`, addrs.API, addrs.PG, tlsNote, opts.sniSuffix, creds.PrincipalID, filepath.Join(dataDir, auth.CredentialsFileName),
+		bin, dataDir, bin, dataDir, bin, dataDir, sslmode)
 }
