@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // defaultRateLimit is the number of requests per second api.scaleway.com
@@ -13,15 +15,18 @@ import (
 // the Terraform provider's serverless-sqldb test cassettes.
 const defaultRateLimit = 50
 
-// rateWindow is how long one budget of requests lasts.
+// rateWindow is the period the limit is stated over: the bucket refills
+// from empty to full in one window.
 const rateWindow = time.Second
 
-// pruneThreshold is the number of tracked keys above which expired windows
-// are dropped, so the map stays small without a background goroutine.
+// pruneThreshold is the number of tracked keys above which full buckets are
+// dropped, so the map stays small without a background goroutine.
 const pruneThreshold = 1024
 
-// rateLimiter counts requests per key in fixed one-second windows that start
-// at a key's first request. It is safe for concurrent use.
+// rateLimiter gives each key a token bucket (golang.org/x/time/rate) that
+// holds limit requests and refills at limit per second, so a key may burst
+// up to the limit and then sends at the limit's rate. It is safe for
+// concurrent use.
 //
 // NOTE: whether the real API counts per API key, per organization or per
 // client address is not documented; sdblocal counts per access key.
@@ -30,46 +35,43 @@ type rateLimiter struct {
 	now   func() time.Time
 
 	mu      sync.Mutex
-	windows map[string]*keyWindow
-}
-
-type keyWindow struct {
-	start time.Time
-	count int
+	buckets map[string]*rate.Limiter
 }
 
 func newRateLimiter(limit int) *rateLimiter {
-	return &rateLimiter{limit: limit, now: time.Now, windows: map[string]*keyWindow{}}
+	return &rateLimiter{limit: limit, now: time.Now, buckets: map[string]*rate.Limiter{}}
 }
 
 // take counts one request for key. It returns whether the request is within
-// the limit, the requests left in the current window, and the time until the
-// window ends.
+// the limit, the whole requests left in the bucket, and the time until the
+// next request is allowed when it is not, or until the bucket is full again
+// when it is.
 func (l *rateLimiter) take(key string) (allowed bool, remaining int, reset time.Duration) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 
-	window, ok := l.windows[key]
-	if !ok || now.Sub(window.start) >= rateWindow {
-		if len(l.windows) >= pruneThreshold {
+	bucket, ok := l.buckets[key]
+	if !ok {
+		if len(l.buckets) >= pruneThreshold {
 			l.pruneLocked(now)
 		}
-		window = &keyWindow{start: now}
-		l.windows[key] = window
+		bucket = rate.NewLimiter(rate.Limit(l.limit), l.limit)
+		l.buckets[key] = bucket
 	}
-	reset = window.start.Add(rateWindow).Sub(now)
-	if window.count >= l.limit {
-		return false, 0, reset
+	allowed = bucket.AllowN(now, 1)
+	tokens := bucket.TokensAt(now)
+	perToken := rateWindow / time.Duration(l.limit)
+	if !allowed {
+		return false, 0, time.Duration((1 - tokens) * float64(perToken))
 	}
-	window.count++
-	return true, l.limit - window.count, reset
+	return true, int(tokens), time.Duration((float64(l.limit) - tokens) * float64(perToken))
 }
 
 func (l *rateLimiter) pruneLocked(now time.Time) {
-	for key, window := range l.windows {
-		if now.Sub(window.start) >= rateWindow {
-			delete(l.windows, key)
+	for key, bucket := range l.buckets {
+		if bucket.TokensAt(now) >= float64(l.limit) {
+			delete(l.buckets, key)
 		}
 	}
 }

@@ -28,11 +28,12 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-func TestRateLimiterWindows(t *testing.T) {
+func TestRateLimiterBuckets(t *testing.T) {
 	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	limiter := newRateLimiter(2)
 	limiter.now = clock.Now
 
+	// A bucket of 2 refilling at 2 per second: one token every 500 ms.
 	steps := []struct {
 		advance   time.Duration
 		key       string
@@ -40,11 +41,13 @@ func TestRateLimiterWindows(t *testing.T) {
 		remaining int
 		reset     time.Duration
 	}{
-		{0, "a", true, 1, time.Second},
-		{300 * time.Millisecond, "a", true, 0, 700 * time.Millisecond},
-		{300 * time.Millisecond, "a", false, 0, 400 * time.Millisecond},
-		{0, "b", true, 1, time.Second},
-		{400 * time.Millisecond, "a", true, 1, time.Second},
+		{0, "a", true, 1, 500 * time.Millisecond},
+		{0, "a", true, 0, time.Second},
+		{0, "a", false, 0, 500 * time.Millisecond},
+		{0, "b", true, 1, 500 * time.Millisecond},
+		{250 * time.Millisecond, "a", false, 0, 250 * time.Millisecond},
+		{250 * time.Millisecond, "a", true, 0, time.Second},
+		{time.Second, "a", true, 1, 500 * time.Millisecond},
 	}
 	for i, step := range steps {
 		clock.Advance(step.advance)
@@ -65,7 +68,7 @@ func TestRateLimiterPrunesExpiredKeys(t *testing.T) {
 	}
 	clock.Advance(2 * time.Second)
 	limiter.take("new")
-	if n := len(limiter.windows); n != 1 {
+	if n := len(limiter.buckets); n != 1 {
 		t.Errorf("tracked keys = %d after pruning, want 1", n)
 	}
 }
