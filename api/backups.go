@@ -3,7 +3,12 @@ package api
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"mime"
+	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -16,13 +21,19 @@ import (
 // records from the catalog, checks permissions and statuses, and calls
 // Backups only for the work itself.
 type Backups interface {
-	// Export starts preparing a download of the backup and returns the
-	// record as it is now. The service sets download_url on the catalog
-	// record once the file is ready.
-	Export(backup catalog.Backup) (catalog.Backup, error)
+	// Create records a backup of the database in unknown_status, returns
+	// the record, and takes the backup in the background.
+	Create(db catalog.Database) (catalog.Backup, error)
+	// Export returns a token that lets anyone holding it download the
+	// backup until expiresAt.
+	Export(backup catalog.Backup) (token string, expiresAt time.Time, err error)
+	// OpenExport checks a download token and opens the backup's file. The
+	// error wraps fs.ErrPermission for an invalid or expired token and
+	// fs.ErrNotExist for a backup without a file.
+	OpenExport(backup catalog.Backup, token string) (*os.File, error)
 	// Restore overwrites the database's data with the backup in the
 	// background. The API has already set the database's status to
-	// restoring, and Restore sets it to ready or error when done.
+	// restoring, and Restore sets it back to ready when done.
 	Restore(db catalog.Database, backup catalog.Backup)
 	// ProvisionFromBackup creates the database's instance and loads the
 	// backup into it in the background, in place of Instances.Provision.
@@ -95,7 +106,8 @@ func formatTimePtr(t *time.Time) *string {
 func (s *server) backupRoutes(mux *http.ServeMux) {
 	backups := apiPrefix + "/backups"
 	s.handleResource(mux, backups, map[string]apiHandler{
-		http.MethodGet: s.listBackups,
+		http.MethodGet:  s.listBackups,
+		http.MethodPost: s.createBackup,
 	})
 	s.handleResource(mux, backups+"/{backup_id}", map[string]apiHandler{
 		http.MethodGet: s.getBackup,
@@ -106,6 +118,63 @@ func (s *server) backupRoutes(mux *http.ServeMux) {
 	s.handleResource(mux, apiPrefix+"/databases/{database_id}/restore", map[string]apiHandler{
 		http.MethodPost: s.restoreDatabase,
 	})
+	// The download URL is authenticated by its token, not by X-Auth-Token,
+	// so it bypasses serveAPI.
+	download := backups + "/{backup_id}/download"
+	mux.HandleFunc(http.MethodGet+" "+download, s.downloadBackup)
+	mux.HandleFunc(download, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", "GET, HEAD")
+		s.writeError(w, r, "", genericError(http.StatusMethodNotAllowed, "method_not_allowed",
+			fmt.Sprintf("method %s is not allowed on %s: use GET", r.Method, r.URL.Path)))
+	})
+}
+
+// createBackupRequest is the body of POST /backups. The call is an sdblocal
+// extension, because the real API takes backups only on its own schedule.
+type createBackupRequest struct {
+	DatabaseID string `json:"database_id"`
+}
+
+// createBackup handles POST /backups, which takes a backup of a database
+// now. It needs the right to manage the database, like an export.
+func (s *server) createBackup(w http.ResponseWriter, r *http.Request, call *apiCall) (any, error) {
+	var req createBackupRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		return nil, err
+	}
+
+	if req.DatabaseID == "" {
+		return nil, invalidArgument("database_id", reasonRequired, "set database_id to the UUID of the database to back up")
+	}
+	id, err := validateDatabaseID(req.DatabaseID)
+	if err != nil {
+		return nil, err
+	}
+	db, err := s.findDatabase(call, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.authorize(call, db.OrganizationID, db.ProjectID, auth.ActionManage, actionCreate); err != nil {
+		return nil, err
+	}
+
+	if err := checkSettled(db); err != nil {
+		return nil, err
+	}
+	if db.Status != catalog.StatusReady {
+		return nil, preconditionFailed(preconditionUnknown,
+			fmt.Sprintf("database %s is %s: only a ready database can be backed up", db.ID, db.Status))
+	}
+	if s.cfg.Backups == nil {
+		return nil, backupsDisabled("taking a backup")
+	}
+
+	backup, err := s.cfg.Backups.Create(db)
+	if err != nil {
+		return nil, fmt.Errorf("back up database %s: %w", db.ID, err)
+	}
+	s.log.Info("backup started", "backup_id", backup.ID, "database_id", db.ID, "principal_id", call.principal().ID)
+	return toBackupJSON(backup), nil
 }
 
 // listBackups handles GET /backups. Like GET /databases it lists only the
@@ -179,7 +248,8 @@ func (s *server) getBackup(w http.ResponseWriter, r *http.Request, call *apiCall
 
 // exportBackup handles POST /backups/{backup_id}/export. An export hands
 // out the whole database, so it needs the right to manage the project's
-// databases rather than only to read them.
+// databases rather than only to read them. The download URL is ready at
+// once: it points at this API and carries a signed token.
 func (s *server) exportBackup(w http.ResponseWriter, r *http.Request, call *apiCall) (any, error) {
 	// The SDK sends {}; the body carries nothing, but a malformed one is
 	// still a client mistake worth reporting.
@@ -194,19 +264,134 @@ func (s *server) exportBackup(w http.ResponseWriter, r *http.Request, call *apiC
 	if err := s.authorize(call, backup.OrganizationID, backup.ProjectID, auth.ActionManage, actionExport); err != nil {
 		return nil, err
 	}
-	if backup.Status != catalog.BackupStatusReady {
+	// A locked backup is being read by a restore; its file is whole.
+	if backup.Status != catalog.BackupStatusReady && backup.Status != catalog.BackupStatusLocked {
 		return nil, preconditionFailed(preconditionUnknown,
 			fmt.Sprintf("backup %s is %s: only a ready backup can be exported", backup.ID, backup.Status))
 	}
 	if s.cfg.Backups == nil {
 		return nil, backupsDisabled("exporting a backup")
 	}
-	exported, err := s.cfg.Backups.Export(backup)
+	token, expiresAt, err := s.cfg.Backups.Export(backup)
 	if err != nil {
 		return nil, fmt.Errorf("export backup %s: %w", backup.ID, err)
 	}
-	s.log.Info("backup export started", "backup_id", backup.ID, "database_id", backup.DatabaseID, "principal_id", call.principal().ID)
+	downloadURL := baseURL(r) + strings.Replace(apiPrefix, "{region}", url.PathEscape(backup.Region), 1) +
+		"/backups/" + backup.ID + "/download?token=" + url.QueryEscape(token)
+
+	var exported catalog.Backup
+	err = s.cat.Update(func(tx *catalog.Tx) error {
+		current, err := tx.Backup(backup.ID)
+		if errors.Is(err, catalog.ErrNotFound) {
+			return notFound(resourceBackup, backup.ID)
+		}
+		if err != nil {
+			return err
+		}
+		current.DownloadURL = downloadURL
+		current.DownloadURLExpiresAt = &expiresAt
+		exported = current
+		return tx.PutBackup(current)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("backup exported", "backup_id", backup.ID, "database_id", backup.DatabaseID, "principal_id", call.principal().ID,
+		"download_url_expires_at", expiresAt.Format(time.RFC3339))
 	return toBackupJSON(exported), nil
+}
+
+// baseURL returns the scheme and host the client used to reach the API,
+// so the download URL works through whatever address it used. A Host
+// header that is not a plain host[:port] gives way to the listener's
+// address.
+func baseURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	host := r.Host
+	if host == "" || strings.ContainsAny(host, "/?#@\\ ") {
+		host = ""
+		if addr, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			host = addr.String()
+		}
+	}
+	return scheme + "://" + host
+}
+
+// downloadBackup handles GET /backups/{backup_id}/download?token=..., the
+// URL an export hands out. Anyone with a valid token may download, so
+// every failure before the file is found, unknown backup included, is the
+// same 403, which reveals nothing about which backups exist. The file path
+// comes from the catalog record, never from the request.
+func (s *server) downloadBackup(w http.ResponseWriter, r *http.Request) {
+	denied := func(message string) {
+		s.writeError(w, r, "", downloadDenied(message))
+	}
+	region := r.PathValue("region")
+	backupID := strings.ToLower(r.PathValue("backup_id"))
+	token := r.URL.Query().Get("token")
+	if !slices.Contains(s.cfg.Regions, region) || !auth.ValidUUID(backupID) || token == "" {
+		denied("download URL is invalid: export the backup to get a new one")
+		return
+	}
+	var backup catalog.Backup
+	err := s.cat.View(func(tx *catalog.Tx) error {
+		var err error
+		backup, err = tx.Backup(backupID)
+		return err
+	})
+	if errors.Is(err, catalog.ErrNotFound) || (err == nil && backup.Region != region) {
+		denied("download URL is invalid: export the backup to get a new one")
+		return
+	}
+	if err != nil {
+		s.writeError(w, r, "", err)
+		return
+	}
+	if s.cfg.Backups == nil {
+		s.writeError(w, r, "", backupsDisabled("downloading a backup"))
+		return
+	}
+	file, err := s.cfg.Backups.OpenExport(backup, token)
+	switch {
+	case errors.Is(err, fs.ErrPermission):
+		denied(err.Error())
+		return
+	case errors.Is(err, fs.ErrNotExist):
+		s.writeError(w, r, "", notFound(resourceBackup, backup.ID))
+		return
+	case err != nil:
+		s.writeError(w, r, "", fmt.Errorf("open backup %s: %w", backup.ID, err))
+		return
+	}
+	defer file.Close()
+	info, err := file.Stat()
+	if err != nil {
+		s.writeError(w, r, "", fmt.Errorf("open backup %s: %w", backup.ID, err))
+		return
+	}
+
+	name := backup.ID + ".pg_dump"
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": name}))
+	w.Header().Set("Cache-Control", "no-store")
+	s.log.Info("backup download", "backup_id", backup.ID, "database_id", backup.DatabaseID, "client_addr", r.RemoteAddr, "size", info.Size())
+	http.ServeContent(w, r, name, info.ModTime(), file)
+}
+
+// actionDownload names the download in permissions_denied details.
+const actionDownload = "download"
+
+// downloadDenied is the 403 of a download with an unknown, tampered or
+// expired token.
+func downloadDenied(message string) *apiError {
+	return &apiError{status: http.StatusForbidden, errorType: "permissions_denied", body: permissionsDeniedBody{
+		Details: []permissionDetail{{Resource: resourceBackup, Action: actionDownload}},
+		Message: message,
+		Type:    "permissions_denied",
+	}}
 }
 
 type restoreDatabaseRequest struct {
@@ -307,8 +492,7 @@ func validateBackupID(id string) (string, error) {
 }
 
 // backupsDisabled is the error for a backup action when no backup service
-// is configured. It is reachable only when backup records exist without
-// one, because the API itself never creates backups.
+// is configured.
 func backupsDisabled(what string) *apiError {
 	return genericError(http.StatusNotImplemented, "not_implemented",
 		what+" is not available: this sdblocal runs without a backup service")

@@ -2,8 +2,13 @@ package api
 
 import (
 	"errors"
+	"fmt"
+	"io/fs"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,24 +22,49 @@ import (
 
 // fakeBackups replaces the backup service at the Backups boundary. It
 // records each call, and a restore or a provision from a backup marks the
-// database ready.
+// database ready. Its download token is the backup ID reversed, and every
+// download serves the file at filePath.
 type fakeBackups struct {
-	cat *catalog.Catalog
+	cat      *catalog.Catalog
+	filePath string
 
 	mu           sync.Mutex
+	created      []string
 	exported     []string
 	restored     []string
 	provisioned  []string
-	downloadURL  string
 	restoreDelay time.Duration
 }
 
-func (f *fakeBackups) Export(backup catalog.Backup) (catalog.Backup, error) {
+func (f *fakeBackups) Create(db catalog.Database) (catalog.Backup, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.created = append(f.created, db.ID)
+	backup := catalog.Backup{
+		ID: uuid.NewString(), OrganizationID: db.OrganizationID, ProjectID: db.ProjectID, DatabaseID: db.ID,
+		Region: db.Region, Status: catalog.BackupStatusUnknown, CreatedAt: time.Now().UTC().Truncate(time.Microsecond),
+	}
+	return backup, f.cat.Update(func(tx *catalog.Tx) error { return tx.PutBackup(backup) })
+}
+
+func (f *fakeBackups) Export(backup catalog.Backup) (string, time.Time, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.exported = append(f.exported, backup.ID)
-	backup.DownloadURL = f.downloadURL
-	return backup, nil
+	return fakeToken(backup.ID), time.Now().Add(time.Hour).Truncate(time.Second), nil
+}
+
+func (f *fakeBackups) OpenExport(backup catalog.Backup, token string) (*os.File, error) {
+	if token != fakeToken(backup.ID) {
+		return nil, fmt.Errorf("download URL is invalid for backup %s: %w", backup.ID, fs.ErrPermission)
+	}
+	return os.Open(f.filePath)
+}
+
+func fakeToken(backupID string) string {
+	runes := []rune(backupID)
+	slices.Reverse(runes)
+	return string(runes)
 }
 
 func (f *fakeBackups) Restore(db catalog.Database, backup catalog.Backup) {
@@ -144,7 +174,11 @@ func TestBackupsServedFromCatalog(t *testing.T) {
 }
 
 func TestBackupActionsThroughService(t *testing.T) {
-	backups := &fakeBackups{downloadURL: "http://127.0.0.1/exports/backup.pg_dump", restoreDelay: 300 * time.Millisecond}
+	filePath := filepath.Join(t.TempDir(), "backup.pg_dump")
+	if err := os.WriteFile(filePath, []byte("PGDMP fake archive"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	backups := &fakeBackups{filePath: filePath, restoreDelay: 300 * time.Millisecond}
 	env := newTestEnv(t, func(cfg *Config) { cfg.Backups = backups })
 	backups.cat = env.cat
 	db := env.createDatabase("restorable")
@@ -159,8 +193,19 @@ func TestBackupActionsThroughService(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if exported.DownloadURL == nil || *exported.DownloadURL != backups.downloadURL {
-			t.Errorf("download_url = %v, want %s", exported.DownloadURL, backups.downloadURL)
+		wantURL := env.srv.URL + "/serverless-sqldb/v1alpha1/regions/fr-par/backups/" + ready.ID + "/download?token=" + fakeToken(ready.ID)
+		if exported.DownloadURL == nil || *exported.DownloadURL != wantURL {
+			t.Errorf("download_url = %v, want %s", exported.DownloadURL, wantURL)
+		}
+		if exported.DownloadURLExpiresAt == nil || exported.DownloadURLExpiresAt.Before(time.Now()) {
+			t.Errorf("download_url_expires_at = %v, want a time in the future", exported.DownloadURLExpiresAt)
+		}
+		stored, err := env.api.GetDatabaseBackup(&sdb.GetDatabaseBackupRequest{BackupID: ready.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stored.DownloadURL == nil || *stored.DownloadURL != wantURL {
+			t.Errorf("GetDatabaseBackup after export: download_url = %v, want %s", stored.DownloadURL, wantURL)
 		}
 		_, err = env.api.ExportDatabaseBackup(&sdb.ExportDatabaseBackupRequest{BackupID: running.ID})
 		var failed *scw.PreconditionFailedError
@@ -171,6 +216,64 @@ func TestBackupActionsThroughService(t *testing.T) {
 			catalog.Rule{PermissionSetNames: []string{"ServerlessSQLDatabaseReadOnly"}, ProjectIDs: []string{env.creds.ProjectID}})
 		_, err = env.sdkClient(reader.accessKey, reader.secretKey, env.creds.ProjectID).ExportDatabaseBackup(&sdb.ExportDatabaseBackupRequest{BackupID: ready.ID})
 		requireDenied(t, err, "export")
+	})
+
+	t.Run("download", func(t *testing.T) {
+		path := "/serverless-sqldb/v1alpha1/regions/fr-par/backups/" + ready.ID + "/download?token="
+		resp := env.do(http.MethodGet, path+fakeToken(ready.ID), "", "", nil)
+		if resp.status != http.StatusOK || string(resp.body) != "PGDMP fake archive" {
+			t.Errorf("download with the token: status %d, body %q", resp.status, resp.body)
+		}
+		if got := resp.header.Get("Content-Disposition"); got != `attachment; filename=`+ready.ID+`.pg_dump` {
+			t.Errorf("Content-Disposition = %q", got)
+		}
+		if got := resp.header.Get("Content-Type"); got != "application/octet-stream" {
+			t.Errorf("Content-Type = %q, want application/octet-stream", got)
+		}
+
+		denied := map[string]string{
+			"tampered token":         path + fakeToken(ready.ID) + "x",
+			"no token":               "/serverless-sqldb/v1alpha1/regions/fr-par/backups/" + ready.ID + "/download",
+			"another backup's token": path + fakeToken(ofOther.ID),
+			"unknown backup":         "/serverless-sqldb/v1alpha1/regions/fr-par/backups/" + uuid.NewString() + "/download?token=x",
+			"malformed backup ID":    "/serverless-sqldb/v1alpha1/regions/fr-par/backups/..%2F..%2Fetc/download?token=x",
+			"region the API lacks":   "/serverless-sqldb/v1alpha1/regions/nl-ams/backups/" + ready.ID + "/download?token=" + fakeToken(ready.ID),
+		}
+		for name, url := range denied {
+			resp := env.do(http.MethodGet, url, "", "", nil)
+			if resp.status != http.StatusForbidden {
+				t.Errorf("%s: status %d, want 403; body %s", name, resp.status, resp.body)
+				continue
+			}
+			if body := resp.decode(t); body["type"] != "permissions_denied" || body["message"] == "" {
+				t.Errorf("%s: body %s, want a permissions_denied error with a message", name, resp.body)
+			}
+		}
+
+		if resp := env.do(http.MethodPost, path+fakeToken(ready.ID), "", "", nil); resp.status != http.StatusMethodNotAllowed {
+			t.Errorf("POST on the download URL: status %d, want 405", resp.status)
+		}
+	})
+
+	t.Run("create", func(t *testing.T) {
+		resp := env.ownerDo(http.MethodPost, "/serverless-sqldb/v1alpha1/regions/fr-par/backups", `{"database_id":"`+db.ID+`"}`)
+		if resp.status != http.StatusOK {
+			t.Fatalf("POST /backups: status %d, body %s", resp.status, resp.body)
+		}
+		body := resp.decode(t)
+		if body["database_id"] != db.ID || body["status"] != "unknown_status" || body["id"] == "" {
+			t.Errorf("POST /backups returned %s, want a backup of %s in unknown_status", resp.body, db.ID)
+		}
+		requireRawArgumentError(t, env.ownerDo(http.MethodPost, "/serverless-sqldb/v1alpha1/regions/fr-par/backups", `{}`), "database_id", "required")
+		if resp := env.ownerDo(http.MethodPost, "/serverless-sqldb/v1alpha1/regions/fr-par/backups", `{"database_id":"`+uuid.NewString()+`"}`); resp.status != http.StatusNotFound {
+			t.Errorf("POST /backups for an unknown database: status %d, want 404", resp.status)
+		}
+		reader := env.addMember(env.creds.OrganizationID, nil,
+			catalog.Rule{PermissionSetNames: []string{"ServerlessSQLDatabaseReadOnly"}, ProjectIDs: []string{env.creds.ProjectID}})
+		denied := env.do(http.MethodPost, "/serverless-sqldb/v1alpha1/regions/fr-par/backups", reader.secretKey, "application/json", strings.NewReader(`{"database_id":"`+db.ID+`"}`))
+		if denied.status != http.StatusForbidden {
+			t.Errorf("POST /backups as a ReadOnly member: status %d, want 403", denied.status)
+		}
 	})
 
 	t.Run("restore another database's backup", func(t *testing.T) {
@@ -226,5 +329,11 @@ func TestBackupActionsThroughService(t *testing.T) {
 	exported, restored, _ := backups.calls()
 	if !slices.Equal(exported, []string{ready.ID}) || !slices.Equal(restored, []string{db.ID + " " + ready.ID}) {
 		t.Errorf("exported %v, restored %v; want one export and one restore of %s", exported, restored, ready.ID)
+	}
+	backups.mu.Lock()
+	created := slices.Clone(backups.created)
+	backups.mu.Unlock()
+	if !slices.Equal(created, []string{db.ID}) {
+		t.Errorf("created backups of %v, want one of %s", created, db.ID)
 	}
 }

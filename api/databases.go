@@ -47,6 +47,9 @@ type databaseJSON struct {
 	// Version is the newer form of engine_major_version, which the
 	// real API sends alongside it.
 	Version versionJSON `json:"version"`
+	// ColdStartDelay is an sdblocal extension, sent only when the database
+	// sets its own delay. The Scaleway SDK ignores it.
+	ColdStartDelay string `json:"cold_start_delay,omitempty"`
 }
 
 type listDatabasesResponse struct {
@@ -72,6 +75,7 @@ func (s *server) toJSON(db catalog.Database) databaseJSON {
 		Started:            started,
 		EngineMajorVersion: engineMajorVersion,
 		Version:            engineVersion(db.Region),
+		ColdStartDelay:     db.ColdStartDelay,
 	}
 }
 
@@ -142,6 +146,7 @@ func (s *server) createDatabase(w http.ResponseWriter, r *http.Request, call *ap
 		Status:         catalog.StatusCreating,
 		CPUMin:         *req.CPUMin,
 		CPUMax:         *req.CPUMax,
+		ColdStartDelay: req.ColdStartDelay,
 		// Truncated so the stored time equals the one served.
 		CreatedAt: time.Now().UTC().Truncate(time.Microsecond),
 	}
@@ -170,7 +175,7 @@ func (s *server) createDatabase(w http.ResponseWriter, r *http.Request, call *ap
 		s.inst.Provision(db)
 	}
 	s.log.Info("database created", "database_id", db.ID, "project_id", db.ProjectID, "principal_id", call.principal().ID,
-		"name", db.Name, "cpu_min", db.CPUMin, "cpu_max", db.CPUMax)
+		"name", db.Name, "cpu_min", db.CPUMin, "cpu_max", db.CPUMax, "cold_start_delay", db.ColdStartDelay)
 	return s.toJSON(db), nil
 }
 
@@ -256,8 +261,9 @@ func (s *server) deleteDatabase(w http.ResponseWriter, r *http.Request, call *ap
 }
 
 // updateDatabase handles PATCH /databases/{database_id}, which changes the
-// vCPU limits. Instances has no call for a limit change, so the instance
-// manager applies the new limits only when it reads the record again.
+// vCPU limits and, as an sdblocal extension, the cold-start delay. The new
+// limits apply at once through SetCPU; the instance reads the delay from
+// the catalog at its next wake.
 func (s *server) updateDatabase(w http.ResponseWriter, r *http.Request, call *apiCall) (any, error) {
 	id, err := validateDatabaseID(r.PathValue("database_id"))
 	if err != nil {
@@ -266,6 +272,13 @@ func (s *server) updateDatabase(w http.ResponseWriter, r *http.Request, call *ap
 	var req updateDatabaseRequest
 	if err := decodeBody(w, r, &req); err != nil {
 		return nil, err
+	}
+	if req.ColdStartDelay != nil {
+		delay, detail, ok := validateColdStartDelay(*req.ColdStartDelay)
+		if !ok {
+			return nil, invalidArguments(detail)
+		}
+		req.ColdStartDelay = &delay
 	}
 	db, err := s.findDatabase(call, id)
 	if err != nil {
@@ -290,6 +303,9 @@ func (s *server) updateDatabase(w http.ResponseWriter, r *http.Request, call *ap
 		if req.CPUMax != nil {
 			current.CPUMax = *req.CPUMax
 		}
+		if req.ColdStartDelay != nil {
+			current.ColdStartDelay = *req.ColdStartDelay
+		}
 		if details := validateCPURange(current.CPUMin, current.CPUMax); len(details) > 0 {
 			return invalidArguments(details...)
 		}
@@ -302,7 +318,7 @@ func (s *server) updateDatabase(w http.ResponseWriter, r *http.Request, call *ap
 
 	s.inst.SetCPU(id, updated.CPUMin, updated.CPUMax)
 	s.log.Info("database updated", "database_id", id, "principal_id", call.principal().ID,
-		"cpu_min", updated.CPUMin, "cpu_max", updated.CPUMax)
+		"cpu_min", updated.CPUMin, "cpu_max", updated.CPUMax, "cold_start_delay", updated.ColdStartDelay)
 	return s.toJSON(updated), nil
 }
 

@@ -55,13 +55,18 @@ type Config struct {
 	Logger *slog.Logger
 	// Gatherer is served on /metrics. Default: prometheus.DefaultGatherer.
 	Gatherer prometheus.Gatherer
+	// Registerer receives sdblocal_api_requests_total. Default: nil, which
+	// counts requests without exporting them, so that several servers can
+	// run in one test process.
+	Registerer prometheus.Registerer
 	// MaxDatabasesPerProject is the number of databases a project may hold,
 	// counting those being deleted. A create beyond it fails with
 	// quotas_exceeded. Default: 100. A negative value disables the limit.
 	MaxDatabasesPerProject int
-	// Backups restores and exports backups. Default: nil, which serves the
-	// backup records the catalog holds but rejects every restore, export
-	// and create from a backup.
+	// Backups takes, exports and restores backups. Default: nil, which
+	// serves the backup records the catalog holds but rejects taking,
+	// exporting, downloading and restoring backups, and creating a
+	// database from one.
 	Backups Backups
 }
 
@@ -111,7 +116,8 @@ type server struct {
 // without authentication and every serverless-sqldb call with an
 // X-Auth-Token secret key.
 func New(cfg Config, cat *catalog.Catalog, authn *auth.Authenticator, inst Instances) http.Handler {
-	return newServer(cfg, cat, authn, inst).routes()
+	s := newServer(cfg, cat, authn, inst)
+	return newRequestMetrics(s.cfg.Registerer).instrument(s.routes())
 }
 
 func newServer(cfg Config, cat *catalog.Catalog, authn *auth.Authenticator, inst Instances) *server {

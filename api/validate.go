@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/sdblocal/sdblocal/auth"
+	"github.com/sdblocal/sdblocal/autoscale"
 )
 
 // Database name rules. The name becomes the PostgreSQL database name in the
@@ -62,6 +63,9 @@ type createDatabaseRequest struct {
 	CPUMax         *uint32 `json:"cpu_max"`
 	FromBackupID   string  `json:"from_backup_id"`
 	Version        string  `json:"version"`
+	// ColdStartDelay is an sdblocal extension that the real API does not
+	// have; empty means the server's --cold-start-delay.
+	ColdStartDelay string `json:"cold_start_delay"`
 }
 
 // updateDatabaseRequest is the body of PATCH /databases/{database_id}. Only
@@ -69,6 +73,9 @@ type createDatabaseRequest struct {
 type updateDatabaseRequest struct {
 	CPUMin *uint32 `json:"cpu_min"`
 	CPUMax *uint32 `json:"cpu_max"`
+	// ColdStartDelay, an sdblocal extension, sets the database's delay;
+	// the empty string returns it to the server's --cold-start-delay.
+	ColdStartDelay *string `json:"cold_start_delay"`
 }
 
 // validateCreate checks every field of req, fills the CPU defaults and
@@ -117,7 +124,27 @@ func validateCreate(req *createDatabaseRequest) []argumentError {
 		details = append(details, argumentError{"version", reasonConstraint,
 			fmt.Sprintf("version %q is not available: sdblocal runs PostgreSQL %d, so leave version empty or set it to %q", req.Version, engineMajorVersion, strconv.Itoa(engineMajorVersion))})
 	}
+
+	delay, detail, ok := validateColdStartDelay(req.ColdStartDelay)
+	if ok {
+		req.ColdStartDelay = delay
+	} else {
+		details = append(details, detail)
+	}
 	return details
+}
+
+// validateColdStartDelay checks a cold_start_delay value and returns it in
+// the form the catalog stores ("2s", "1s-4s"), or "" for the empty string.
+func validateColdStartDelay(value string) (string, argumentError, bool) {
+	if value == "" {
+		return "", argumentError{}, true
+	}
+	delay, err := autoscale.ParseColdStartDelay(value)
+	if err != nil {
+		return "", argumentError{"cold_start_delay", reasonFormat, err.Error() + ": set a Go duration such as 2s, a range such as 1s-4s, or an empty string for the server's default"}, false
+	}
+	return delay.String(), argumentError{}, true
 }
 
 func validateName(name string) (argumentError, bool) {

@@ -94,6 +94,8 @@ type Instance struct {
 	scaler     scaler        // applies the scaling rule while running
 	meter      meter         // usage since this sdblocal process started
 	removed    bool          // Remove was called; Begin returns ErrRemoved
+	removing   chan struct{} // closed with removed set, to cut a cold-start delay short
+	exclusive  error         // set by TakeExclusive until Release; Begin returns it
 	clients    map[Client]struct{}
 	wakeStart  time.Time
 }
@@ -106,6 +108,7 @@ func newInstance(m *Manager, id, dbName string) *Instance {
 		m:          m,
 		logger:     m.cfg.Logger.With("database_id", id),
 		changed:    make(chan struct{}),
+		removing:   make(chan struct{}),
 		lastActive: time.Now(),
 		clients:    map[Client]struct{}{},
 		scaler:     newScaler(m.cfg.Scale),
@@ -144,7 +147,8 @@ func (i *Instance) setState(s State) {
 // Begin marks a client active, waking the instance first when it is not
 // running. Until the matching End, the instance does not suspend. Concurrent
 // calls on a suspended instance cause exactly one wake. Begin returns the
-// error of a wake it waited for, ErrRemoved after Remove, or ctx's error.
+// error of a wake it waited for, ErrRemoved after Remove, an error wrapping
+// ErrExclusive while TakeExclusive holds the instance, or ctx's error.
 func (i *Instance) Begin(ctx context.Context) error {
 	var waitedAttempt uint64
 	waited := false
@@ -153,6 +157,11 @@ func (i *Instance) Begin(ctx context.Context) error {
 		if i.removed {
 			i.mu.Unlock()
 			return ErrRemoved
+		}
+		if i.exclusive != nil {
+			err := i.exclusive
+			i.mu.Unlock()
+			return err
 		}
 		switch i.state {
 		case StateRunning:
@@ -222,10 +231,21 @@ func (i *Instance) startWakeLocked() {
 	go i.wake(i.attempt)
 }
 
+// wake waits out the cold-start delay, if any, and then starts the
+// postmaster. The delay comes first and outside StartTimeout, so it
+// cannot make the start time out, and clients wait in Begin through both.
 func (i *Instance) wake(attempt uint64) {
-	ctx, cancel := context.WithTimeout(context.Background(), i.m.cfg.StartTimeout)
-	defer cancel()
-	proc, err := i.startUpgraded(ctx)
+	delay := i.coldStartDelay().draw()
+	if delay > 0 {
+		i.logger.Debug("instance waking after a cold-start delay", "cold_start_delay", delay, "attempt", attempt)
+	}
+	err := i.waitColdStart(delay)
+	var proc *postmaster
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), i.m.cfg.StartTimeout)
+		proc, err = i.startUpgraded(ctx)
+		cancel()
+	}
 	duration := time.Since(i.wakeStart)
 
 	i.mu.Lock()
@@ -233,8 +253,12 @@ func (i *Instance) wake(attempt uint64) {
 	if err != nil {
 		i.lastErr = fmt.Errorf("wake database %s: %w", i.id, err)
 		i.setState(StateFailed)
+		if errors.Is(err, errWakeAborted) {
+			i.logger.Info("wake aborted during the cold-start delay", "duration", duration, "attempt", attempt)
+			return
+		}
 		i.m.metrics.wakeFailures.WithLabelValues(i.id).Inc()
-		i.logger.Error("wake failed", "duration", duration, "error", err)
+		i.logger.Error("wake failed", "duration", duration, "attempt", attempt, "error", err)
 		return
 	}
 	i.proc = proc
@@ -244,8 +268,12 @@ func (i *Instance) wake(attempt uint64) {
 	i.setState(StateRunning)
 	i.m.metrics.wakes.WithLabelValues(i.id).Inc()
 	i.m.metrics.wakeSeconds.Observe(duration.Seconds())
+	i.m.metrics.wakeSecondsSum.WithLabelValues(i.id).Add(duration.Seconds())
+	if delay > 0 {
+		i.m.metrics.coldStartDelay.WithLabelValues(i.id).Add(delay.Seconds())
+	}
 	i.m.metrics.running.Inc()
-	i.logger.Info("instance woke", "pid", proc.pid, "duration", duration, "attempt", attempt)
+	i.logger.Info("instance woke", "pid", proc.pid, "duration", duration, "cold_start_delay", delay, "attempt", attempt)
 	go i.watch(proc)
 }
 
@@ -273,11 +301,12 @@ func (i *Instance) suspendIfIdle(now time.Time, idle time.Duration) {
 		i.mu.Unlock()
 		return
 	}
-	i.stopLocked("idle timeout", true)
+	i.stopLocked(suspendIdleTimeout, true)
 }
 
 // stopLocked detaches idle clients and shuts the postmaster down. It is
 // entered with mu held in state running and returns with mu released.
+// reason is one of the suspend* constants.
 func (i *Instance) stopLocked(reason string, detach bool) {
 	proc := i.proc
 	idleFor := time.Since(i.lastActive)
@@ -307,9 +336,9 @@ func (i *Instance) stopLocked(reason string, detach bool) {
 	i.releaseCgroupLocked()
 	i.setState(StateStopped)
 	i.m.metrics.running.Dec()
-	i.m.metrics.suspends.WithLabelValues(i.id).Inc()
+	i.m.metrics.suspends.WithLabelValues(i.id, reason).Inc()
 	if err != nil {
-		i.logger.Error("suspend failed to stop postgres cleanly", "reason", reason, "error", err)
+		i.logger.Error("suspend failed to stop postgres cleanly", "reason", reason, "pid", proc.pid, "error", err)
 		return
 	}
 	i.logger.Info("instance suspended", "reason", reason, "pid", proc.pid, "idle_for", idleFor.Round(time.Millisecond), "duration", time.Since(started))
@@ -332,11 +361,13 @@ func (i *Instance) setCPULimits(cpuMin, cpuMax uint32) {
 
 // shutdown stops a running instance and waits for any wake in progress, for
 // sdblocal's own exit or the database's removal. After it returns with
-// remove set, Begin fails with ErrRemoved.
+// remove set, Begin fails with ErrRemoved. reason is one of the suspend*
+// constants.
 func (i *Instance) shutdown(remove bool, reason string) {
 	i.mu.Lock()
-	if remove {
+	if remove && !i.removed {
 		i.removed = true
+		close(i.removing)
 	}
 	for i.state == StateStarting || i.state == StateStopping {
 		changed := i.changed

@@ -45,8 +45,11 @@ type Config struct {
 	// ClientLimit, when positive, replaces ClientLimit(cpu_max) as every
 	// database's client connection limit.
 	ClientLimit int
-	Logger      *slog.Logger
-	Registerer  prometheus.Registerer
+	// ColdStartDelay is added to every wake of a database that sets no
+	// cold_start_delay of its own. Zero adds nothing.
+	ColdStartDelay ColdStartDelay
+	Logger         *slog.Logger
+	Registerer     prometheus.Registerer
 }
 
 func (c *Config) setDefaults() {
@@ -187,6 +190,13 @@ func (m *Manager) Provision(db catalog.Database) {
 		logger := m.cfg.Logger.With("database_id", db.ID)
 		started := time.Now()
 		l := newLayout(m.cfg.DataDir, db.ID)
+		// A database left in creating by a killed sdblocal may still
+		// have its initdb or first postmaster running.
+		if stopped, err := stopProvisioningLeftovers(l, m.cfg.StopTimeout); err != nil {
+			logger.Warn("processes of an earlier provisioning are still running", "error", err)
+		} else if stopped {
+			logger.Warn("killed the processes an earlier provisioning left running in the instance directory")
+		}
 		err := provision(context.Background(), m.cfg.PGDir, l, db.Name, m.cfg.StartTimeout)
 		if err != nil {
 			logger.Error("provisioning failed", "error", err, "duration", time.Since(started))
@@ -218,7 +228,7 @@ func (m *Manager) Remove(databaseID string) {
 		inst := m.instances[databaseID]
 		m.mu.Unlock()
 		if inst != nil {
-			inst.shutdown(true, "database deleted")
+			inst.shutdown(true, suspendDatabaseDeleted)
 			if err := inst.layout.cgroup.remove(); err != nil {
 				logger.Warn("remove CPU cgroup failed", "error", err)
 			}
@@ -271,6 +281,40 @@ func (m *Manager) idleLoop() {
 	}
 }
 
+// WaitIdle waits until no instance has an active client, that is one
+// between Begin and End, such as a client inside a query or a
+// transaction, or until ctx ends. It returns nil when every instance is
+// idle, and otherwise ctx's error and the number of clients still active.
+// Clients may become active again as soon as it returns; a graceful
+// shutdown stops accepting them first.
+func (m *Manager) WaitIdle(ctx context.Context) (active int, err error) {
+	ticker := time.NewTicker(10 * time.Millisecond)
+	defer ticker.Stop()
+	for {
+		active = m.activeClients()
+		if active == 0 {
+			return 0, nil
+		}
+		select {
+		case <-ctx.Done():
+			return active, ctx.Err()
+		case <-ticker.C:
+		}
+	}
+}
+
+// activeClients returns the number of clients between Begin and End,
+// summed over every instance.
+func (m *Manager) activeClients() int {
+	total := 0
+	for _, inst := range m.instanceList() {
+		inst.mu.Lock()
+		total += inst.active
+		inst.mu.Unlock()
+	}
+	return total
+}
+
 // Close waits for provisioning and removals in progress, then stops every
 // running instance with a fast shutdown. Later calls do nothing.
 func (m *Manager) Close() {
@@ -295,7 +339,7 @@ func (m *Manager) close() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			inst.shutdown(false, "sdblocal shutting down")
+			inst.shutdown(false, suspendShutdown)
 		}()
 	}
 	wg.Wait()

@@ -243,15 +243,7 @@ func (i *Instance) sampleStorage(now time.Time, interval time.Duration) {
 
 // Usage returns the instance's metered usage up to now.
 func (i *Instance) Usage() Usage {
-	u, _ := i.usageAndAllocation()
-	return u
-}
-
-// usageAndAllocation returns the usage and cpu_current read together.
-func (i *Instance) usageAndAllocation() (Usage, uint32) {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	return i.meter.usage(time.Now(), i.cpuCurrent), i.cpuCurrent
+	return i.snapshot().usage
 }
 
 // Usage returns a database's metered usage.
@@ -338,12 +330,13 @@ func (m *Manager) instanceList() []*Instance {
 	return instances
 }
 
-// usageCollector exports every database's usage at scrape time, so the
-// counters include the current allocation up to the scrape and a deleted
-// database's series disappear with it.
+// usageCollector exports every database's usage and state at scrape
+// time, so the counters include the current allocation up to the scrape
+// and a deleted database's series disappear with it.
 type usageCollector struct {
 	m                                     *Manager
 	provisioned, cpu, storage, cpuCurrent *prometheus.Desc
+	started, cpuMin, cpuMax, storageBytes *prometheus.Desc
 }
 
 func newUsageCollector(m *Manager) *usageCollector {
@@ -358,6 +351,14 @@ func newUsageCollector(m *Manager) *usageCollector {
 			"Data directory size integrated over time, suspended or not, since sdblocal started.", labels, nil),
 		cpuCurrent: prometheus.NewDesc("sdblocal_database_cpu_current",
 			"vCPUs allocated to the instance now (cpu_current); 0 while suspended.", labels, nil),
+		started: prometheus.NewDesc("sdblocal_database_started",
+			"1 while the database's instance runs and accepts backend connections (the API's started), 0 otherwise.", labels, nil),
+		cpuMin: prometheus.NewDesc("sdblocal_database_cpu_min",
+			"The database's cpu_min in vCPUs; 1 or more keeps the instance running.", labels, nil),
+		cpuMax: prometheus.NewDesc("sdblocal_database_cpu_max",
+			"The database's cpu_max in vCPUs, the most the scaling rule allocates.", labels, nil),
+		storageBytes: prometheus.NewDesc("sdblocal_database_storage_bytes",
+			"Size of the database's data directory at the last storage sample (--storage-sample-interval); 0 before the first.", labels, nil),
 	}
 }
 
@@ -366,15 +367,46 @@ func (c *usageCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.cpu
 	ch <- c.storage
 	ch <- c.cpuCurrent
+	ch <- c.started
+	ch <- c.cpuMin
+	ch <- c.cpuMax
+	ch <- c.storageBytes
 }
 
 func (c *usageCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, inst := range c.m.instanceList() {
-		u, current := inst.usageAndAllocation()
-		ch <- prometheus.MustNewConstMetric(c.provisioned, prometheus.CounterValue, u.ProvisionedVCPUSeconds, inst.id)
-		ch <- prometheus.MustNewConstMetric(c.cpu, prometheus.CounterValue, u.CPUSeconds, inst.id)
-		ch <- prometheus.MustNewConstMetric(c.storage, prometheus.CounterValue, u.StorageByteSeconds, inst.id)
-		ch <- prometheus.MustNewConstMetric(c.cpuCurrent, prometheus.GaugeValue, float64(current), inst.id)
+		st := inst.snapshot()
+		started := 0.0
+		if st.started {
+			started = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.provisioned, prometheus.CounterValue, st.usage.ProvisionedVCPUSeconds, inst.id)
+		ch <- prometheus.MustNewConstMetric(c.cpu, prometheus.CounterValue, st.usage.CPUSeconds, inst.id)
+		ch <- prometheus.MustNewConstMetric(c.storage, prometheus.CounterValue, st.usage.StorageByteSeconds, inst.id)
+		ch <- prometheus.MustNewConstMetric(c.cpuCurrent, prometheus.GaugeValue, float64(st.cpuCurrent), inst.id)
+		ch <- prometheus.MustNewConstMetric(c.started, prometheus.GaugeValue, started, inst.id)
+		ch <- prometheus.MustNewConstMetric(c.cpuMin, prometheus.GaugeValue, float64(st.cpuMin), inst.id)
+		ch <- prometheus.MustNewConstMetric(c.cpuMax, prometheus.GaugeValue, float64(st.cpuMax), inst.id)
+		ch <- prometheus.MustNewConstMetric(c.storageBytes, prometheus.GaugeValue, float64(st.usage.StorageBytes), inst.id)
+	}
+}
+
+// instanceSnapshot is an instance's state and usage read at one moment.
+type instanceSnapshot struct {
+	usage                      Usage
+	started                    bool
+	cpuCurrent, cpuMin, cpuMax uint32
+}
+
+func (i *Instance) snapshot() instanceSnapshot {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return instanceSnapshot{
+		usage:      i.meter.usage(time.Now(), i.cpuCurrent),
+		started:    i.state == StateRunning,
+		cpuCurrent: i.cpuCurrent,
+		cpuMin:     i.cpuMin,
+		cpuMax:     i.cpuMax,
 	}
 }
 

@@ -108,6 +108,20 @@ func startPostmaster(ctx context.Context, pgDir string, l layout, dbName, role s
 	p := &postmaster{cmd: cmd, pid: cmd.Process.Pid, exited: make(chan struct{})}
 	go func() {
 		p.exitErr = cmd.Wait()
+		// A postmaster that exits cleanly has ended its children first.
+		// One that was killed leaves its backends running. A backend in a
+		// long query keeps its client waiting, and every backend holds the
+		// shared memory segment, so no new postmaster can start on the
+		// data directory until they exit. PostgreSQL calls setsid() in
+		// every child, so they are found by their working directory and
+		// not by process group.
+		if p.exitErr != nil {
+			if killed, err := stopOrphanedBackends(l.data, orphanStopTimeout); err != nil {
+				p.exitErr = fmt.Errorf("%w; %v", p.exitErr, err)
+			} else if killed {
+				p.exitErr = fmt.Errorf("%w; killed the backends it left running", p.exitErr)
+			}
+		}
 		close(p.exited)
 	}()
 	if err := l.cgroup.placeStarted(p.pid); err != nil {
@@ -125,6 +139,10 @@ func startPostmaster(ctx context.Context, pgDir string, l layout, dbName, role s
 	}
 	return p, nil
 }
+
+// orphanStopTimeout bounds the wait for backends left by a dead postmaster
+// to exit after SIGKILL.
+const orphanStopTimeout = 10 * time.Second
 
 // probeInterval is how often the start-up probe rereads postmaster.pid. A
 // wake takes about 16 ms to "ready" on a warm page cache, so 1 ms polls add
@@ -207,7 +225,8 @@ func (p *postmaster) stop(timeout time.Duration) error {
 	}
 }
 
-// kill ends the whole process group at once and reaps the postmaster.
+// kill ends the postmaster at once and reaps it, which also kills the
+// backends it leaves.
 func (p *postmaster) kill() {
 	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
 	<-p.exited

@@ -15,8 +15,9 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// MaxConnections is each instance's max_connections: one backend per client
-// in the current relay, plus PostgreSQL's 3 superuser-reserved slots.
+// MaxConnections is each instance's max_connections. The proxy opens at most
+// 90 backends to an instance, which leaves PostgreSQL's 3 superuser-reserved
+// slots and 7 for sdblocal's own connections.
 const MaxConnections = 100
 
 // sdblocalConfFile is the configuration file sdblocal owns in the data

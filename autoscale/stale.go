@@ -33,7 +33,7 @@ func stopStalePostmaster(l layout, timeout time.Duration) (stopped bool, err err
 		return false, nil
 	}
 	if !isPostmasterOf(pid, l.data) {
-		return false, nil
+		return stopOrphanedBackends(l.data, timeout)
 	}
 
 	// A fast shutdown, as for a suspend: the leftover instance checkpoints
@@ -73,4 +73,115 @@ func isPostmasterOf(pid int, dataDir string) bool {
 		}
 	}
 	return false
+}
+
+// stopOrphanedBackends kills the processes a dead postmaster left on
+// dataDir. A postmaster killed with SIGKILL leaves its backends running
+// until they next check for its death, which a long query does not do,
+// and PostgreSQL refuses to start while they hold the old shared memory
+// segment ("pre-existing shared memory block is still in use"). They are
+// found by executable name and working directory, because every
+// PostgreSQL process runs in its data directory. Killing them loses no
+// committed transaction: the next start replays the WAL.
+func stopOrphanedBackends(dataDir string, timeout time.Duration) (bool, error) {
+	dataDir = filepath.Clean(dataDir)
+	return killProcesses(func() []int {
+		return findProcesses(func(exe, cwd string, _ []string) bool {
+			return exe == "postgres" && cwd == dataDir
+		})
+	}, timeout)
+}
+
+// stopProvisioningLeftovers kills the initdb, pg_ctl and postgres
+// processes that still work in the instance directory l.dir after the
+// sdblocal that provisioned it was killed. Nothing stops them otherwise:
+// embedded-postgres starts them without a parent-death signal, and
+// pg_ctl detaches the postmaster. Left running, they write into the
+// directory that provisioning again removes and recreates, and make it
+// fail.
+func stopProvisioningLeftovers(l layout, timeout time.Duration) (bool, error) {
+	dir := filepath.Clean(l.dir)
+	inside := func(path string) bool {
+		return path == dir || strings.Contains(path, dir+"/")
+	}
+	return killProcesses(func() []int {
+		return findProcesses(func(exe, cwd string, args []string) bool {
+			if exe != "postgres" && exe != "initdb" && exe != "pg_ctl" {
+				return false
+			}
+			if inside(cwd) {
+				return true
+			}
+			for _, arg := range args {
+				if inside(arg) {
+					return true
+				}
+			}
+			return false
+		})
+	}, timeout)
+}
+
+// killProcesses sends SIGKILL to the processes find returns and waits up
+// to timeout until find returns none. It reports whether there were any.
+func killProcesses(find func() []int, timeout time.Duration) (bool, error) {
+	pids := find()
+	if len(pids) == 0 {
+		return false, nil
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(5 * time.Millisecond)
+		left := find()
+		if len(left) == 0 {
+			return true, nil
+		}
+		if time.Now().After(deadline) {
+			return true, fmt.Errorf("processes %v did not exit within %s of SIGKILL", left, timeout)
+		}
+		pids = left
+	}
+}
+
+// findProcesses returns the PIDs of the processes for which match holds,
+// given the base name of their executable, their working directory and
+// their arguments, all read from /proc. Processes whose /proc entries
+// cannot be read, such as those of other users, are never returned, and
+// neither is this process.
+func findProcesses(match func(exe, cwd string, args []string) bool) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, entry := range entries {
+		pid, err := strconv.Atoi(entry.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		dir := filepath.Join("/proc", entry.Name())
+		exe, err := os.Readlink(filepath.Join(dir, "exe"))
+		if err != nil {
+			continue
+		}
+		cwd, err := os.Readlink(filepath.Join(dir, "cwd"))
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join(dir, "cmdline"))
+		if err != nil {
+			continue
+		}
+		var args []string
+		for _, arg := range bytes.Split(bytes.TrimRight(cmdline, "\x00"), []byte{0}) {
+			args = append(args, string(arg))
+		}
+		if match(filepath.Base(strings.TrimSuffix(exe, " (deleted)")), filepath.Clean(cwd), args) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }

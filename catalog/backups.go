@@ -36,6 +36,8 @@ type Backup struct {
 	// DownloadURL is empty until an export of the backup is ready.
 	DownloadURL          string     `json:"download_url,omitempty"`
 	DownloadURLExpiresAt *time.Time `json:"download_url_expires_at,omitempty"`
+	// StatusMessage explains an error status; it is logged, not served.
+	StatusMessage string `json:"status_message,omitempty"`
 }
 
 // bucketBackups is created by the first PutBackup rather than by Open, so a
@@ -82,4 +84,46 @@ func (t *Tx) DeleteBackup(id string) error {
 		return ErrNotFound
 	}
 	return bucket.Delete([]byte(id))
+}
+
+// RestoreJob records a restore that has started and not finished, so that
+// a restart of sdblocal can resume it. It is keyed by the database being
+// written, and the backup it reads stays locked while any job names it.
+type RestoreJob struct {
+	DatabaseID string `json:"database_id"`
+	BackupID   string `json:"backup_id"`
+	// IntoNew marks a database created from the backup, as opposed to a
+	// restore over an existing database's contents.
+	IntoNew   bool      `json:"into_new"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+// bucketRestoreJobs is created by the first PutRestoreJob, like
+// bucketBackups.
+var bucketRestoreJobs = []byte("restore_jobs")
+
+// PutRestoreJob stores j, replacing any job for the same database. It must
+// run in an Update transaction.
+func (t *Tx) PutRestoreJob(j RestoreJob) error {
+	if _, err := t.tx.CreateBucketIfNotExists(bucketRestoreJobs); err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketRestoreJobs, err)
+	}
+	return put(t.tx, bucketRestoreJobs, j.DatabaseID, j)
+}
+
+// RestoreJobs returns every unfinished restore, in no particular order.
+func (t *Tx) RestoreJobs() ([]RestoreJob, error) {
+	if t.tx.Bucket(bucketRestoreJobs) == nil {
+		return nil, nil
+	}
+	return list[RestoreJob](t.tx, bucketRestoreJobs, nil)
+}
+
+// DeleteRestoreJob removes the job of the database, if there is one.
+func (t *Tx) DeleteRestoreJob(databaseID string) error {
+	bucket := t.tx.Bucket(bucketRestoreJobs)
+	if bucket == nil {
+		return nil
+	}
+	return bucket.Delete([]byte(databaseID))
 }

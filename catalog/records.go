@@ -141,6 +141,10 @@ type Database struct {
 	CreatedAt      time.Time      `json:"created_at"`
 	// StatusMessage explains an error status; it is logged, not served.
 	StatusMessage string `json:"status_message,omitempty"`
+	// ColdStartDelay is the database's extra wait at each wake, in the form
+	// autoscale.ParseColdStartDelay reads ("2s", "1s-4s"). Empty means the
+	// server's --cold-start-delay. It is an sdblocal extension of the API.
+	ColdStartDelay string `json:"cold_start_delay,omitempty"`
 }
 
 // PutOrganization stores o, replacing any record with its ID.

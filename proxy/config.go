@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sdblocal/sdblocal/autoscale"
 )
 
 // TLSMode is the TLS policy for clients: required, optional or off.
@@ -57,6 +59,26 @@ const (
 	PasswordCleartext PasswordAuth = "cleartext"
 )
 
+// PoolMode is when a client's backend goes back to its database's pool.
+type PoolMode string
+
+const (
+	// PoolTransaction lends a client a backend from its first message
+	// after ReadyForQuery with status idle until the next such
+	// ReadyForQuery: for one transaction, or one statement outside a
+	// transaction. Settings made with SET outside a transaction are
+	// shared with the backend's next clients, as in the real service.
+	PoolTransaction PoolMode = "transaction"
+	// PoolSession gives a client one backend from login to disconnect (or
+	// until a suspend), then resets it with DISCARD ALL before reuse.
+	PoolSession PoolMode = "session"
+)
+
+// defaultMaxBackends is the default of MaxBackendsPerDatabase: the
+// instance's max_connections minus its 3 superuser-reserved slots minus 7
+// left for sdblocal's own connections to the instance.
+const defaultMaxBackends = autoscale.MaxConnections - 3 - 7
+
 // Config holds the proxy's settings. Zero values take the defaults given on
 // each field.
 type Config struct {
@@ -91,15 +113,45 @@ type Config struct {
 	// too. A client over the cap gets FATAL 53300 after its startup
 	// packet. Default 1000.
 	MaxClients int
-	// MaxClientsPerDatabase caps client connections per database. Each
-	// client holds one backend, so the default, 90, stays under the
-	// instance's max_connections (100) minus its 3 superuser slots, with
-	// room for sdblocal's own probes.
+	// MaxClientsPerDatabase caps client connections per database in
+	// session mode, where each client holds one backend, and when
+	// ClientLimit is nil. The default, 90, is MaxBackendsPerDatabase's.
 	MaxClientsPerDatabase int
 	// ClientLimit, when set, gives a database's client limit from its
-	// cpu_max; the proxy applies the smaller of it and
-	// MaxClientsPerDatabase.
+	// cpu_max. In transaction mode it is the limit; in session mode the
+	// proxy applies the smaller of it and MaxClientsPerDatabase.
 	ClientLimit func(cpuMax uint32) int
+
+	// PoolMode is when a client gives its backend back to the pool.
+	// Default PoolTransaction, as the real service pools.
+	PoolMode PoolMode
+	// PoolSize fixes the number of backends per database. Zero sizes the
+	// pool from the instance's allocation: 10 × max(cpu_current, 1) in
+	// transaction mode, MaxBackendsPerDatabase in session mode. Either way
+	// it is at most MaxBackendsPerDatabase.
+	PoolSize int
+	// MaxBackendsPerDatabase caps the backends the proxy opens to one
+	// instance. Default autoscale.MaxConnections (100) minus the 3
+	// superuser-reserved slots minus 7 for sdblocal's own connections
+	// (backups, probes): 90.
+	MaxBackendsPerDatabase int
+	// QueryWaitTimeout bounds how long a client waits for a backend when
+	// the pool is full; the waiting request then fails with ERROR 53300
+	// and the session continues. Default 120s, as PgBouncer's
+	// query_wait_timeout.
+	QueryWaitTimeout time.Duration
+	// QueryWaitNotice is how long a client waits for a backend before it
+	// gets a NOTICE saying so. Default 5s.
+	QueryWaitNotice time.Duration
+	// IdleInTransactionTimeout disconnects, with FATAL 25P03, a client
+	// that stays idle inside a transaction for longer, so that it cannot
+	// hold a backend and keep its instance awake for ever. Zero or
+	// negative turns it off. serve sets 1h.
+	IdleInTransactionTimeout time.Duration
+	// CancelRate and CancelBurst limit CancelRequests per client IP
+	// address, in requests per second and bucket size. Defaults 10 and 20.
+	CancelRate  float64
+	CancelBurst int
 	// LoginBackoff is the delay before the reply to a failed login, doubled
 	// for each further failure from the same client address or for the
 	// same principal, up to LoginBackoffMax. Successful logins are never
@@ -147,7 +199,25 @@ func (c *Config) setDefaults() {
 		c.MaxClients = 1000
 	}
 	if c.MaxClientsPerDatabase <= 0 {
-		c.MaxClientsPerDatabase = 90
+		c.MaxClientsPerDatabase = defaultMaxBackends
+	}
+	if c.PoolMode == "" {
+		c.PoolMode = PoolTransaction
+	}
+	if c.MaxBackendsPerDatabase <= 0 {
+		c.MaxBackendsPerDatabase = defaultMaxBackends
+	}
+	if c.QueryWaitTimeout <= 0 {
+		c.QueryWaitTimeout = 120 * time.Second
+	}
+	if c.QueryWaitNotice <= 0 {
+		c.QueryWaitNotice = 5 * time.Second
+	}
+	if c.CancelRate <= 0 {
+		c.CancelRate = 10
+	}
+	if c.CancelBurst <= 0 {
+		c.CancelBurst = 20
 	}
 	if c.LoginBackoff <= 0 {
 		c.LoginBackoff = 100 * time.Millisecond
@@ -183,6 +253,14 @@ func (c *Config) validate() error {
 	case PasswordSCRAM, PasswordCleartext:
 	default:
 		return fmt.Errorf("invalid password exchange %q: expected %s or %s", c.PasswordAuth, PasswordSCRAM, PasswordCleartext)
+	}
+	switch c.PoolMode {
+	case PoolTransaction, PoolSession:
+	default:
+		return fmt.Errorf("invalid pool mode %q: expected %s or %s", c.PoolMode, PoolTransaction, PoolSession)
+	}
+	if c.PoolSize < 0 {
+		return fmt.Errorf("invalid pool size %d: expected 0 (sized from cpu_current) or a positive number", c.PoolSize)
 	}
 	return ValidSNISuffix(c.SNISuffix)
 }

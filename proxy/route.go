@@ -18,19 +18,20 @@ const routingOption = "databaseid"
 type parsedOptions struct {
 	databaseID string
 	rest       string
-	// settings are the run-time parameters set in rest, by lower-case
-	// name, for the checks the proxy makes before they reach the backend.
+	// settings are the run-time parameters that PostgreSQL applies from
+	// rest, by lower-case name, for the checks the proxy makes before they
+	// reach the backend.
 	settings map[string]string
 }
 
-// parseOptions splits a libpq options string into whitespace-separated
-// words, honouring backslash escapes as PostgreSQL's pg_split_opts does,
-// and picks out databaseid in any of its accepted spellings: "databaseid=X",
-// "-c databaseid=X", "-cdatabaseid=X" and "--databaseid=X".
+// parseOptions splits a libpq options string into words as PostgreSQL's
+// pg_split_opts does, and picks out databaseid in any of its accepted
+// spellings: "databaseid=X", "-c databaseid=X", "-cdatabaseid=X" and
+// "--databaseid=X".
 func parseOptions(options string) parsedOptions {
 	words := splitOptions(options)
 	var out parsedOptions
-	var rest []string
+	var kept []string
 	for i := 0; i < len(words); i++ {
 		word := words[i]
 		setting := ""
@@ -51,44 +52,54 @@ func parseOptions(options string) parsedOptions {
 			i += consumed - 1
 			continue
 		}
-		if ok {
-			if out.settings == nil {
-				out.settings = map[string]string{}
-			}
-			out.settings[strings.ToLower(name)] = value
-		}
-		for j := i; j < i+consumed; j++ {
-			rest = append(rest, escapeOption(words[j]))
-		}
+		kept = append(kept, words[i:i+consumed]...)
 		i += consumed - 1
+	}
+	out.settings = backendSettings(kept)
+	rest := make([]string, len(kept))
+	for i, word := range kept {
+		rest[i] = escapeOption(word)
 	}
 	out.rest = strings.Join(rest, " ")
 	return out
 }
 
+// isOptionSpace reports whether c ends a word of the options value: the
+// bytes for which isspace() is true in the C locale, as pg_split_opts
+// tests them.
+func isOptionSpace(c byte) bool {
+	switch c {
+	case ' ', '\t', '\n', '\v', '\f', '\r':
+		return true
+	}
+	return false
+}
+
+// splitOptions splits the options value as PostgreSQL 14's pg_split_opts
+// does: a backslash makes the next byte part of the word, and a trailing
+// backslash is dropped. Empty words, which only a lone trailing backslash
+// makes, are left out.
 func splitOptions(s string) []string {
 	var words []string
 	var cur strings.Builder
-	inWord := false
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
-		case c == '\\' && i+1 < len(s):
-			i++
-			cur.WriteByte(s[i])
-			inWord = true
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
-			if inWord {
+		case c == '\\':
+			if i+1 < len(s) {
+				i++
+				cur.WriteByte(s[i])
+			}
+		case isOptionSpace(c):
+			if cur.Len() > 0 {
 				words = append(words, cur.String())
 				cur.Reset()
-				inWord = false
 			}
 		default:
 			cur.WriteByte(c)
-			inWord = true
 		}
 	}
-	if inWord {
+	if cur.Len() > 0 {
 		words = append(words, cur.String())
 	}
 	return words
@@ -97,12 +108,61 @@ func splitOptions(s string) []string {
 func escapeOption(word string) string {
 	var b strings.Builder
 	for i := 0; i < len(word); i++ {
-		if word[i] == ' ' || word[i] == '\\' || word[i] == '\t' {
+		if word[i] == '\\' || isOptionSpace(word[i]) {
 			b.WriteByte('\\')
 		}
 		b.WriteByte(word[i])
 	}
 	return b.String()
+}
+
+// Switches of PostgreSQL 14's process_postgres_switches, which parses the
+// options words with getopt and the option string
+// "B:bC:c:D:d:EeFf:h:ijk:lN:nOPp:r:S:sTt:v:W:-:".
+const (
+	switchesWithValue    = "BcCDdfhkNprStvW-"
+	switchesWithoutValue = "bEeFijlnOPsT"
+)
+
+// backendSettings returns the run-time parameters that PostgreSQL sets
+// from the options words, the way getopt reads them: switches may be
+// bundled ("-ec name=value" is -e, then -c), a switch that takes a value
+// takes the rest of its word or else the next word, and "-c name=value"
+// or "--name=value" set a parameter whose name has its dashes read as
+// underscores (ParseLongOption). Parsing stops at the first word that is
+// not a switch, where PostgreSQL rejects the connection.
+func backendSettings(words []string) map[string]string {
+	settings := map[string]string{}
+	for i := 0; i < len(words); i++ {
+		word := words[i]
+		if len(word) < 2 || word[0] != '-' || word == "--" {
+			return settings
+		}
+		for j := 1; j < len(word); j++ {
+			c := word[j]
+			if strings.IndexByte(switchesWithoutValue, c) >= 0 {
+				continue
+			}
+			if strings.IndexByte(switchesWithValue, c) < 0 {
+				return settings
+			}
+			value := word[j+1:]
+			if value == "" {
+				if i+1 == len(words) {
+					return settings
+				}
+				i++
+				value = words[i]
+			}
+			if c == 'c' || c == '-' {
+				if name, setting, ok := strings.Cut(value, "="); ok {
+					settings[strings.ToLower(strings.ReplaceAll(name, "-", "_"))] = setting
+				}
+			}
+			break
+		}
+	}
+	return settings
 }
 
 // routeMethod is the source of a client's database ID, and the label of

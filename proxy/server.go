@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/xdg-go/scram"
 
 	"github.com/sdblocal/sdblocal/auth"
@@ -31,6 +32,10 @@ type Server struct {
 	metrics   *metrics
 	cancels   *cancelKeys
 	throttle  *loginThrottle
+	pools     *poolRegistry
+
+	// authFailures counts rejected logins by reason (authenticate.go).
+	authFailures *prometheus.CounterVec
 	// binding is the tls-server-end-point channel binding of the served
 	// certificate; without it SCRAM-SHA-256-PLUS is not offered.
 	binding scram.ChannelBinding
@@ -45,7 +50,11 @@ type Server struct {
 	conns     map[net.Conn]struct{}
 	perDB     map[string]int // client sessions per database ID
 	closing   bool
-	wg        sync.WaitGroup
+	// draining is set by Shutdown: the listeners are closed and clients
+	// that finish logging in are rejected, while sessions already open
+	// may finish their transactions.
+	draining bool
+	wg       sync.WaitGroup
 }
 
 // NewServer returns a proxy for the databases in cat. It returns an error
@@ -61,13 +70,15 @@ func NewServer(cfg Config, cat *catalog.Catalog, authn *auth.Authenticator, inst
 		authn:     authn,
 		instances: instances,
 		metrics:   newMetrics(cfg.Registerer),
-		cancels:   newCancelKeys(),
+		cancels:   newCancelKeys(cfg.CancelRate, cfg.CancelBurst),
+		pools:     newPoolRegistry(),
 		throttle:  newLoginThrottle(cfg.LoginBackoff, cfg.LoginBackoffMax, cfg.LoginBackoffReset),
 		done:      make(chan struct{}),
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[net.Conn]struct{}{},
 		perDB:     map[string]int{},
 	}
+	s.authFailures = newAuthFailureMetric(cfg.Registerer)
 	if cfg.TLSMode != TLSOff {
 		binding, err := serverEndPointBinding(cfg.TLS.Certificates[0])
 		if err != nil {
@@ -92,7 +103,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		conn, err := ln.Accept()
 		if err != nil {
 			s.mu.Lock()
-			closing := s.closing
+			closing := s.closing || s.draining
 			s.mu.Unlock()
 			if closing {
 				return nil
@@ -116,9 +127,20 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		s.wg.Add(1)
 		go func() {
-			defer s.wg.Done()
-			defer s.untrack(conn)
-			s.handle(conn, admission == admitOverLimit)
+			serve := s.handle(conn, admission == admitOverLimit)
+			if serve == nil {
+				s.untrack(conn)
+				s.wg.Done()
+				return
+			}
+			// The session relays on a goroutine of its own, so that the
+			// stack the TLS handshake and the login grew is freed: an
+			// idle client then costs a small stack.
+			go func() {
+				defer s.wg.Done()
+				defer s.untrack(conn)
+				serve()
+			}()
 		}()
 	}
 }
@@ -164,6 +186,33 @@ func (s *Server) untrack(conn net.Conn) {
 	delete(s.conns, conn)
 }
 
+// Shutdown stops accepting connections, rejects clients that finish
+// logging in from then on, and waits until no session is inside a query
+// or a transaction, or until ctx ends. It then closes every connection as
+// Close does. It returns ctx's error when sessions were still active.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+
+	active, err := s.instances.WaitIdle(ctx)
+	if err != nil {
+		s.cfg.Logger.Warn("closing client sessions that are still inside a query or transaction", "sessions", active, "error", err)
+	}
+	s.Close()
+	return err
+}
+
+// isDraining reports whether Shutdown has begun.
+func (s *Server) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
 // Close stops accepting, closes every client connection and waits for
 // their goroutines to end.
 func (s *Server) Close() error {
@@ -201,11 +250,18 @@ func (s *Server) Close() error {
 // handle runs one client connection from the first packet to the end:
 // TLS and startup negotiation, the checks that need no credentials,
 // authentication, routing, and then the session. overLimit marks a
-// connection past MaxClients.
-func (s *Server) handle(conn net.Conn, overLimit bool) {
+// connection past MaxClients. After a successful login it returns the
+// rest of the session, for the caller to run; it closes the connection
+// otherwise.
+func (s *Server) handle(conn net.Conn, overLimit bool) (serve func()) {
 	clientAddr := conn.RemoteAddr().String()
 	logger := s.cfg.Logger.With("client_addr", clientAddr)
-	defer conn.Close()
+	raw := conn
+	defer func() {
+		if serve == nil {
+			raw.Close()
+		}
+	}()
 
 	_ = conn.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	start, cancel, err := negotiate(&conn, s.cfg.TLS, s.cfg.TLSMode)
@@ -214,7 +270,7 @@ func (s *Server) handle(conn net.Conn, overLimit bool) {
 		return
 	}
 	if cancel != nil {
-		s.forwardCancel(cancel, logger)
+		s.forwardCancel(cancel, clientHost(conn), logger)
 		return
 	}
 	if overLimit {
@@ -226,6 +282,10 @@ func (s *Server) handle(conn net.Conn, overLimit bool) {
 	user, werr := s.checkStartup(start)
 	if werr != nil {
 		s.reject(conn, logger, werr)
+		return
+	}
+	if werr := s.checkTLS(start); werr != nil {
+		s.rejectLogin(conn, logger, authFailureTLSRequired, werr)
 		return
 	}
 	opts := parseOptions(start.params["options"])
@@ -255,19 +315,23 @@ func (s *Server) handle(conn net.Conn, overLimit bool) {
 		werr = checkReady(db)
 	}
 	if werr != nil {
-		s.reject(conn, logger, werr)
+		s.rejectRoute(conn, logger, werr)
 		return
 	}
 	s.metrics.routed.WithLabelValues(string(target.method)).Inc()
 	logger = logger.With("database_id", db.ID)
 	role, werr := s.backendRole(identity, db)
 	if werr != nil {
-		s.reject(conn, logger, werr)
+		s.rejectRoute(conn, logger, werr)
 		return
 	}
 	logger = logger.With("role", role)
 	_ = conn.SetDeadline(time.Time{})
 
+	if s.isDraining() {
+		s.reject(conn, logger, fatalf(codeCannotConnectNow, "the database system is shutting down"))
+		return
+	}
 	inst, err := s.instances.Instance(db.ID)
 	if err != nil {
 		s.reject(conn, logger, fatalf(codeObjectNotInState, "database %s is not ready: its instance is not provisioned", db.ID))
@@ -279,15 +343,21 @@ func (s *Server) handle(conn net.Conn, overLimit bool) {
 			withHint("Close idle connections or raise the per-database client limit."))
 		return
 	}
-	defer s.releaseSlot(db.ID)
 
 	sess := newSession(s, conn, inst, role, start.params, opts.rest, logger)
-	sess.run()
+	if !sess.start() {
+		s.releaseSlot(db.ID)
+		return nil
+	}
+	return func() {
+		defer raw.Close()
+		defer s.releaseSlot(db.ID)
+		sess.serve()
+	}
 }
 
 // checkStartup checks the startup parameters that PostgreSQL checks before
-// authentication, and that a client without TLS may go no further when
-// TLS is required. It returns the user name.
+// authentication. It returns the user name.
 func (s *Server) checkStartup(start *startup) (string, *wireError) {
 	user := start.params["user"]
 	if user == "" {
@@ -296,16 +366,25 @@ func (s *Server) checkStartup(start *startup) (string, *wireError) {
 	if replication, ok := start.params["replication"]; ok && replication != "false" && replication != "0" && replication != "off" && replication != "no" {
 		return "", fatalf(codeFeatureNotSupported, "replication connections are not supported")
 	}
+	return user, nil
+}
+
+// checkTLS rejects a client without TLS when TLS is required.
+func (s *Server) checkTLS(start *startup) *wireError {
 	if start.tls == nil && s.cfg.TLSMode == TLSRequired {
-		return "", fatalf(codeInvalidAuthorization, "connection without TLS rejected: this server requires TLS").
+		return fatalf(codeInvalidAuthorization, "connection without TLS rejected: this server requires TLS").
 			withHint("Connect with sslmode=require.")
 	}
-	return user, nil
+	return nil
 }
 
 // rejectHandshake reports a failed negotiation or login. A client that
 // timed out or hung up gets no message, since it would not read it.
 func (s *Server) rejectHandshake(conn net.Conn, logger *slog.Logger, err error) {
+	var login *loginError
+	if errors.As(err, &login) {
+		logger = logger.With(login.logAttrs...)
+	}
 	if werr, ok := asWireError(err); ok {
 		s.reject(conn, logger, werr)
 		return
@@ -314,7 +393,8 @@ func (s *Server) rejectHandshake(conn net.Conn, logger *slog.Logger, err error) 
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
 		s.metrics.rejected.WithLabelValues("handshake_timeout").Inc()
-		logger.Info("client rejected", "reason", "handshake timed out", "timeout", s.cfg.HandshakeTimeout)
+		s.authFailures.WithLabelValues(authFailureHandshakeTimeout).Inc()
+		logger.Info("client rejected", "reason", "handshake timed out", "auth_failure", authFailureHandshakeTimeout, "timeout", s.cfg.HandshakeTimeout)
 		// The deadline has passed; give the message a moment of its own.
 		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
 		werr := fatalf(codeProtocolViolation, "timed out after %s waiting for the startup packet or password", s.cfg.HandshakeTimeout)
@@ -327,6 +407,17 @@ func (s *Server) rejectHandshake(conn net.Conn, logger *slog.Logger, err error) 
 	}
 }
 
+// rejectRoute rejects a client that route, checkReady or backendRole
+// turned away. Those return SQLSTATE 28000 only when no policy lets the
+// principal connect to the database, which counts as a failed login.
+func (s *Server) rejectRoute(conn net.Conn, logger *slog.Logger, werr *wireError) {
+	if werr.code == codeInvalidAuthorization {
+		s.rejectLogin(conn, logger, authFailureNoPermission, werr)
+		return
+	}
+	s.reject(conn, logger, werr)
+}
+
 // reject sends err to the client and logs it once.
 func (s *Server) reject(conn net.Conn, logger *slog.Logger, err *wireError) {
 	s.metrics.rejected.WithLabelValues(err.code).Inc()
@@ -335,15 +426,16 @@ func (s *Server) reject(conn net.Conn, logger *slog.Logger, err *wireError) {
 	_ = writeMessages(conn, err.toMessage())
 }
 
-// clientLimit is the client limit of db: the one its cpu_max gives, but
-// never more than MaxClientsPerDatabase.
-// NOTE: while each client holds its own backend, the instance's
-// max_connections bounds the limit; cpu_max raises it only once clients
-// share backends.
+// clientLimit is the client limit of db: the one its cpu_max gives. In
+// session mode, where each client holds a backend, it is never more than
+// MaxClientsPerDatabase.
 func (s *Server) clientLimit(db catalog.Database) int {
-	limit := s.cfg.MaxClientsPerDatabase
-	if s.cfg.ClientLimit != nil {
-		limit = min(limit, s.cfg.ClientLimit(db.CPUMax))
+	if s.cfg.ClientLimit == nil {
+		return s.cfg.MaxClientsPerDatabase
+	}
+	limit := s.cfg.ClientLimit(db.CPUMax)
+	if s.cfg.PoolMode == PoolSession {
+		limit = min(limit, s.cfg.MaxClientsPerDatabase)
 	}
 	return limit
 }

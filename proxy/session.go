@@ -2,17 +2,14 @@ package proxy
 
 import (
 	"bufio"
-	"encoding/binary"
+	"context"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sort"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/sdblocal/sdblocal/autoscale"
@@ -22,151 +19,258 @@ import (
 // PQ_LARGE_MESSAGE_LIMIT (1 GiB - 1): the server would reject more anyway.
 const maxMessage = 1<<30 - 1
 
-// bufferedCopyLimit is the largest message body read whole before it is
-// forwarded; longer bodies are streamed so memory stays bounded.
-const bufferedCopyLimit = 64 * 1024
+// maxRequestBytes is the largest Query or Parse a client may send, the
+// real service's 1,024 KB request limit. A longer one fails with ERROR
+// 54000 and the session continues.
+const maxRequestBytes = 1 << 20
+
+// codeProgramLimitExceeded is SQLSTATE 54000 (program_limit_exceeded).
+const codeProgramLimitExceeded = "54000"
+
+// codeIdleInTransactionTimeout is SQLSTATE 25P03
+// (idle_in_transaction_session_timeout).
+const codeIdleInTransactionTimeout = "25P03"
+
+// Client states, the state label of sdblocal_proxy_database_client_connections.
+const (
+	// clientIdle: between transactions; in transaction mode the client
+	// holds no backend.
+	clientIdle = iota
+	// clientWaiting: waiting for its instance to wake or for a backend.
+	clientWaiting
+	// clientActive: holds a backend and an Instance.Begin.
+	clientActive
+	clientGone
+)
 
 // session is one client connection after login. The client keeps its
-// session while its backend connection comes and goes: a suspend detaches
-// the backend of an idle client, and the client's next message wakes the
-// instance and opens a new one. Settings made with SET do not survive that,
-// as in the real service.
+// session while backends come and go: in transaction mode it borrows one
+// from its database's pool for each transaction, and in session mode it
+// keeps one until it disconnects or a suspend closes it. Either way its
+// next message after a suspend wakes the instance and gets a new backend.
 //
 // A session is busy from the first message it forwards while idle until
-// the backend reports ReadyForQuery with status idle ('I') and no Sync or
-// Query is still unanswered. While busy it holds one Instance.Begin, so the
-// instance never suspends during a query or an open transaction.
+// the backend reports ReadyForQuery with status idle ('I') and nothing is
+// pending: no response owed (the backend's queue) and no extended-protocol
+// batch without its Sync. While busy it holds one Instance.Begin, so the
+// instance never suspends during a query or an open transaction, and only
+// when it stops being busy may its backend go back to the pool.
 //
-// Goroutines: run reads the client and writes the backend; readBackend
-// reads the backend and writes the client. mu guards the fields below it;
-// clientMu serialises writes to the client.
+// Goroutines: run reads the client and writes the backend; the backend's
+// readLoop writes the client. mu guards the fields below it; clientMu
+// serialises writes to the client.
 type session struct {
 	srv    *Server
 	inst   *autoscale.Instance
+	pool   *dbPool
 	logger *slog.Logger
-	params map[string]string
-	// options is the startup options value without the routing option.
-	options string
-	// role is the PostgreSQL role every backend of the session logs in as.
-	role string
+	key    poolKey
+	mode   PoolMode
+	// startup are the client's settings from its startup packet: every
+	// parameter but user, database, options and replication, plus the
+	// -c settings of options, by lower-case name.
+	startup map[string]string
 
-	client   net.Conn
-	clientR  *bufio.Reader
+	client net.Conn
+	// br is the client's read buffer, borrowed from readerPool while the
+	// client has bytes to read and returned before each wait for its next
+	// message, so that idle clients hold no buffers.
+	br       *bufio.Reader
 	clientMu sync.Mutex
-	clientW  *bufio.Writer
-	key      cancelKey
+	// cw is the client's write buffer, borrowed from writerPool and
+	// returned at each ReadyForQuery. clientMu guards it.
+	cw           *bufio.Writer
+	clientBroken bool // a write to the client failed; clientMu guards it
+	cancelKey    cancelKey
 
-	mu        sync.Mutex
-	backend   *backend
-	busy      bool // holds an Instance.Begin
-	inflight  int  // Query, Sync and FunctionCall messages with no ReadyForQuery yet
-	openBatch bool // extended-protocol messages sent since the last Sync
-	txStatus  byte // from the last ReadyForQuery: 'I', 'T' or 'E'
-	ended     bool
+	mu       sync.Mutex
+	backend  *backend
+	busy     bool // holds an Instance.Begin
+	claimed  bool // the client goroutine is writing to backend
+	txStatus byte // from the last ReadyForQuery: 'I', 'T' or 'E'
+	ended    bool
+	loggedIn bool
+	state    int
+	// waitCancel ends a wait for a wake or a backend; canceled records
+	// that a CancelRequest called it.
+	waitCancel context.CancelFunc
+	canceled   bool
+	idleTimer  *time.Timer
+	// wanted are the settings the client's backends must have, by
+	// lower-case name: its startup settings and the reported parameters
+	// it changed since the last wake. loginWanted is their value at
+	// login, shared by clients with the same settings; wantedOwned is
+	// false while wanted is loginWanted itself, which must not change.
+	wanted      map[string]string
+	loginWanted map[string]string
+	wantedOwned bool
+	// shownBefore contains, after a suspend dropped the client's
+	// changes, the values last sent to the client in ParameterStatus, so
+	// that its next backend sends the values it got back.
+	shownBefore map[string]string
 
-	// prepared is touched only by the goroutine running relayClient.
-	prepared preparedStatements
+	// stmts is touched only by the client goroutine.
+	stmts preparedStatements
 }
 
 func newSession(srv *Server, client net.Conn, inst *autoscale.Instance, role string, params map[string]string, options string, logger *slog.Logger) *session {
-	return &session{
+	s := &session{
 		srv:      srv,
 		inst:     inst,
+		pool:     srv.pool(inst),
 		logger:   logger,
-		params:   params,
-		options:  options,
-		role:     role,
+		mode:     srv.cfg.PoolMode,
 		client:   client,
-		clientR:  bufio.NewReaderSize(client, 32*1024),
-		clientW:  bufio.NewWriterSize(client, 32*1024),
 		txStatus: 'I',
+		state:    clientGone,
 	}
+	s.key, s.startup = clientSettings(role, params, options)
+	return s
 }
 
-// run completes the login and relays until either side ends.
-func (s *session) run() {
+// start registers the session and logs the client in. On failure it
+// sends the client the error, ends the session and returns false.
+func (s *session) start() bool {
 	s.inst.Attach(s)
-	defer s.inst.Detach(s)
-	s.key = s.srv.cancels.add(s)
-	defer s.srv.cancels.remove(s.key)
-	defer s.cleanup()
-
-	if err := s.begin(); err != nil {
+	s.cancelKey = s.srv.cancels.add(s)
+	begun := time.Now()
+	cold := !s.inst.Running()
+	if err := s.login(); err != nil {
 		s.fail(err)
-		return
+		s.end()
+		return false
 	}
-	b, err := s.dial()
-	if err != nil {
-		s.fail(err)
-		return
-	}
-	if err := s.sendLoginResponse(b); err != nil {
-		s.logger.Debug("client left during login", "error", err)
-		return
-	}
-	s.logger.Debug("client connected", "backend_pid", b.pid)
-	s.mu.Lock()
-	s.backend = b
-	s.setBusyLocked(false)
-	s.mu.Unlock()
-	go s.readBackend(b)
+	s.pool.metrics.observeConnect(cold, time.Since(begun))
+	s.logger.Debug("client connected", "cold", cold)
+	s.srv.pools.sessions.Add(1)
+	return true
+}
 
+// serve relays until either side ends, then ends the session.
+func (s *session) serve() {
+	defer s.srv.pools.sessions.Add(-1)
+	defer s.end()
 	if err := s.relayClient(); err != nil {
 		s.fail(err)
 	}
 }
 
-// begin marks the session busy, waking the instance if needed.
-func (s *session) begin() error {
-	ctx, cancel := s.srv.wakeContext()
-	defer cancel()
-	if err := s.inst.Begin(ctx); err != nil {
-		if errors.Is(err, autoscale.ErrRemoved) {
-			return fatalf(codeAdminShutdown, "terminating connection because database %s is being deleted", s.inst.ID())
+// end releases what start took.
+func (s *session) end() {
+	s.cleanup()
+	s.srv.cancels.remove(s.cancelKey)
+	s.inst.Detach(s)
+}
+
+// login wakes the instance, as a connect to a suspended database does,
+// and sends the login response: AuthenticationOk, every parameter the
+// backend reports, the proxy's cancel key and ReadyForQuery.
+//
+// The first client with given settings applies them to a backend and
+// waits for the result: a setting the backend rejects ends the login with
+// the backend's error, as PostgreSQL rejects such a startup packet. The
+// parameters it gets are kept, so that later clients with the same
+// settings log in without a backend, even while the pool is full.
+func (s *session) login() error {
+	cacheKey := loginCacheKey(s.key, s.startup)
+	if cached := s.pool.cachedLogin(cacheKey); cached != nil {
+		if err := s.beginInstance(context.Background()); err != nil {
+			return err
 		}
-		return fatalf(codeSystemError, "could not wake database %s: %v", s.inst.ID(), err)
+		s.inst.End()
+		s.mu.Lock()
+		s.wanted, s.loginWanted, s.wantedOwned = cached.wanted, cached.wanted, false
+		s.loggedIn = true
+		s.setStateLocked(clientIdle)
+		s.mu.Unlock()
+		return s.sendLoginResponse(cached.reported)
 	}
+
+	b, err := s.acquireBackend()
+	if err != nil {
+		return err
+	}
+	reported, err := s.applyLoginSettings(b)
+	if err != nil {
+		return err
+	}
+	// The backend's reports are the canonical spelling of the settings
+	// (DateStyle "ISO" is reported as "ISO, MDY"), which later checkouts
+	// compare against.
+	wanted := make(map[string]string, len(s.startup)+len(reported))
+	for name, value := range s.startup {
+		wanted[name] = value
+	}
+	for name, value := range reported {
+		if lower := lowerName(name); !unsettableReported[lower] {
+			wanted[lower] = value
+		}
+	}
+	wanted = s.srv.internSettings(wanted)
+	s.pool.storeLogin(cacheKey, &loginResult{wanted: wanted, reported: reported})
 	s.mu.Lock()
-	s.busy = true
+	s.wanted, s.loginWanted, s.wantedOwned = wanted, wanted, false
+	s.loggedIn = true
 	s.mu.Unlock()
+	if err := s.sendLoginResponse(reported); err != nil {
+		return err
+	}
+	s.unclaim()
 	return nil
 }
 
-// dial opens a backend connection for the session. While the instance
-// runs crash recovery (after one of its backends died) it answers 57P03;
-// dial retries then, so the client sees a slower connection, not an error.
-func (s *session) dial() (*backend, error) {
-	ctx, cancel := s.srv.wakeContext()
-	defer cancel()
-	for {
-		b, err := dialBackend(ctx, s.inst, s.role, s.params, s.options)
-		if err == nil {
-			return b, nil
+// applyLoginSettings applies the client's startup settings to b, waits
+// for the result, and returns the parameters b reports then.
+func (s *session) applyLoginSettings(b *backend) (map[string]string, error) {
+	s.mu.Lock()
+	s.wanted = s.startup
+	s.mu.Unlock()
+
+	result := make(chan *pgproto3.ErrorResponse, 1)
+	if s.applySettings(b, func(errResp *pgproto3.ErrorResponse) { result <- errResp }) {
+		if err := b.w.Flush(); err != nil {
+			return nil, s.backendWriteFailed(err)
 		}
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == codeCannotConnectNow && ctx.Err() == nil {
-			time.Sleep(10 * time.Millisecond)
-			continue
+		timer := time.NewTimer(s.srv.cfg.WakeTimeout)
+		defer timer.Stop()
+		select {
+		case errResp := <-result:
+			if errResp != nil {
+				werr := &wireError{severity: "FATAL", code: errResp.Code, message: errResp.Message, detail: errResp.Detail, hint: errResp.Hint}
+				if errResp.Code == codeConnectionFailure {
+					werr.message = "lost the connection to database " + s.inst.ID() + " during login"
+				}
+				return nil, werr
+			}
+		case <-timer.C:
+			return nil, fatalf(codeConnectionFailure, "database %s did not apply the client's settings within %s", s.inst.ID(), s.srv.cfg.WakeTimeout)
 		}
-		if errors.As(err, &pgErr) {
-			return nil, fromPgError(pgErr)
-		}
-		return nil, fatalf(codeConnectionFailure, "could not connect to database %s: %v", s.inst.ID(), err)
 	}
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	reported := make(map[string]string, len(b.reported))
+	for name, value := range b.reported {
+		reported[name] = value
+	}
+	return reported, nil
 }
 
-func (s *session) sendLoginResponse(b *backend) error {
-	msgs := []pgproto3.BackendMessage{&pgproto3.AuthenticationOk{}}
-	names := make([]string, 0, len(b.parameters))
-	for name := range b.parameters {
+// sendLoginResponse sends the login response with the parameters in
+// reported.
+func (s *session) sendLoginResponse(reported map[string]string) error {
+	names := make([]string, 0, len(reported))
+	for name := range reported {
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	msgs := make([]pgproto3.BackendMessage, 0, len(names)+3)
+	msgs = append(msgs, &pgproto3.AuthenticationOk{})
 	for _, name := range names {
-		msgs = append(msgs, &pgproto3.ParameterStatus{Name: name, Value: b.parameters[name]})
+		msgs = append(msgs, &pgproto3.ParameterStatus{Name: name, Value: reported[name]})
 	}
 	msgs = append(msgs,
-		&pgproto3.BackendKeyData{ProcessID: s.key.pid, SecretKey: s.key.secret[:]},
+		&pgproto3.BackendKeyData{ProcessID: s.cancelKey.pid, SecretKey: s.cancelKey.secret[:]},
 		&pgproto3.ReadyForQuery{TxStatus: 'I'},
 	)
 	s.clientMu.Lock()
@@ -174,278 +278,242 @@ func (s *session) sendLoginResponse(b *backend) error {
 	return writeMessages(s.client, msgs...)
 }
 
-// setBusyLocked updates busy from the protocol state, ending the
-// session's Instance.Begin when it becomes idle. mu must be held.
-func (s *session) setBusyLocked(force bool) {
-	busy := force || s.inflight > 0 || s.openBatch || s.txStatus != 'I'
-	if s.busy && !busy {
-		s.inst.End()
-	}
-	s.busy = busy
-}
-
-// relayClient forwards client messages to the backend until the client
-// ends the session or an error occurs.
-func (s *session) relayClient() error {
-	var header [5]byte
-	for {
-		if _, err := io.ReadFull(s.clientR, header[:]); err != nil {
-			return nil // the client hung up
-		}
-		msgType := header[0]
-		length := binary.BigEndian.Uint32(header[1:])
-		if length < 4 || length > maxMessage {
-			return fatalf(codeProtocolViolation, "invalid message length %d for message type %q", length, msgType)
-		}
-		if msgType == 'X' {
-			return nil
-		}
-
-		s.mu.Lock()
-		idle := !s.busy
-		s.mu.Unlock()
-		if idle {
-			if err := s.begin(); err != nil {
-				return err
-			}
-		}
-		b, err := s.currentBackend()
-		if err != nil {
-			return err
-		}
-
-		s.mu.Lock()
-		switch msgType {
-		case 'Q', 'F':
-			s.inflight++
-		case 'S':
-			s.inflight++
-			s.openBatch = false
-		case 'P', 'B', 'D', 'E', 'C':
-			s.openBatch = true
-		}
-		s.mu.Unlock()
-
-		if err := s.relayMessage(b, header, length); err != nil {
-			return err
-		}
-
-		s.mu.Lock()
-		s.setBusyLocked(false)
-		s.mu.Unlock()
-	}
-}
-
-// relayMessage forwards one client message. Parse and Close are read whole
-// to track named prepared statements, and short simple Queries to notice
-// DEALLOCATE and DISCARD; everything else is streamed.
-func (s *session) relayMessage(b *backend, header [5]byte, length uint32) error {
-	msgType := header[0]
-	inspect := msgType == 'P' || msgType == 'C' || (msgType == 'Q' && length-4 <= maxInspectedQuery)
-	if !inspect {
-		return s.forward(b, header, length)
-	}
-	if msgType == 'P' && int(length) > maxPreparedBytes {
-		return &wireError{severity: "FATAL", code: codeConfigurationLimit, message: fmt.Sprintf(preparedLimitMessage, maxPreparedBytes)}
-	}
-	message := make([]byte, 1+length)
-	copy(message, header[:])
-	if _, err := io.ReadFull(s.clientR, message[5:]); err != nil {
-		return nil // the client hung up mid-message
-	}
-	switch msgType {
-	case 'P':
-		if werr := s.prepared.add(message); werr != nil {
-			return werr
-		}
-	case 'C':
-		s.prepared.close(message)
-	case 'Q':
-		s.prepared.observeQuery(message)
-	}
-	if _, err := b.w.Write(message); err != nil {
-		return s.backendWriteFailed(err)
-	}
-	if s.clientR.Buffered() == 0 {
-		if err := b.w.Flush(); err != nil {
-			return s.backendWriteFailed(err)
-		}
-	}
-	return nil
-}
-
-// currentBackend returns the session's backend, opening one when a suspend
-// or an idle disconnect took the last one away.
-func (s *session) currentBackend() (*backend, error) {
+// acquireBackend makes the session busy and returns its backend, claimed:
+// it holds an Instance.Begin (waking the instance if needed) and a backend
+// from the pool with the client's settings applied or about to be.
+// Waiting for either ends early on a CancelRequest, with ERROR 57014.
+func (s *session) acquireBackend() (*backend, error) {
 	s.mu.Lock()
-	b := s.backend
-	s.mu.Unlock()
-	if b != nil {
+	busy, b := s.busy, s.backend
+	if busy && b != nil {
+		s.claimed = true
+		s.mu.Unlock()
 		return b, nil
 	}
-	b, err := s.dial()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.waitCancel, s.canceled = cancel, false
+	s.setStateLocked(clientWaiting)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.waitCancel = nil
+		s.mu.Unlock()
+	}()
+
+	if !busy {
+		if err := s.beginInstance(ctx); err != nil {
+			s.mu.Lock()
+			s.setStateLocked(clientIdle)
+			s.mu.Unlock()
+			return nil, err
+		}
+		s.mu.Lock()
+		s.busy = true
+		b = s.backend
+		if b != nil {
+			s.claimed = true
+			s.setStateLocked(clientActive)
+		}
+		s.mu.Unlock()
+		if b != nil {
+			return b, nil
+		}
+	}
+
+	b, err := s.pool.checkout(s, s.key, ctx.Done())
 	if err != nil {
+		if errors.Is(err, errWaitCanceled) {
+			err = errorf(codeQueryCanceled, "canceling statement due to user request")
+		}
+		s.mu.Lock()
+		s.busy = false
+		s.inst.End()
+		s.setStateLocked(clientIdle)
+		s.mu.Unlock()
 		return nil, err
 	}
-	if err := s.prepared.replay(b); err != nil {
-		b.close()
-		return nil, fatalf(codeConnectionFailure, "could not prepare the session's statements again on database %s: %v", s.inst.ID(), err)
-	}
-	s.logger.Debug("backend reattached", "backend_pid", b.pid, "prepared_statements", len(s.prepared.order))
+	b.mu.Lock()
+	b.owner = s
+	b.mu.Unlock()
 	s.mu.Lock()
 	s.backend = b
 	s.txStatus = 'I'
+	s.claimed = true
+	s.setStateLocked(clientActive)
+	loggedIn := s.loggedIn
 	s.mu.Unlock()
-	go s.readBackend(b)
+	if loggedIn && !s.applySettings(b, s.settingsApplied) {
+		s.settingsApplied(nil)
+	}
 	return b, nil
 }
 
-// forward copies one client message to the backend: small bodies in one
-// write, large ones streamed. The backend's buffer is flushed once the
-// client has nothing more queued, so pipelined messages travel together.
-func (s *session) forward(b *backend, header [5]byte, length uint32) error {
-	if _, err := b.w.Write(header[:]); err != nil {
-		return s.backendWriteFailed(err)
+// beginInstance runs Instance.Begin, which wakes a suspended instance,
+// bounded by WakeTimeout and ended by ctx.
+func (s *session) beginInstance(ctx context.Context) error {
+	if !s.inst.Running() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.srv.cfg.WakeTimeout)
+		defer cancel()
 	}
-	if _, err := io.CopyN(b.w, s.clientR, int64(length-4)); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil
-		}
-		return s.backendWriteFailed(err)
+	err := s.inst.Begin(ctx)
+	if err == nil {
+		return nil
 	}
-	if s.clientR.Buffered() == 0 {
-		if err := b.w.Flush(); err != nil {
-			return s.backendWriteFailed(err)
-		}
-	}
-	return nil
-}
-
-func (s *session) backendWriteFailed(err error) error {
-	return fatalf(codeConnectionFailure, "lost the connection to database %s: %v", s.inst.ID(), err)
-}
-
-// readBackend forwards backend messages to the client, tracking
-// ReadyForQuery to detect when the session becomes idle.
-func (s *session) readBackend(b *backend) {
-	var header [5]byte
-	sawFatal := false
-	for {
-		_, err := io.ReadFull(b.r, header[:])
-		if err == nil {
-			sawFatal, err = s.forwardToClient(b, header)
-		}
-		if err != nil {
-			s.backendEnded(b, err, sawFatal)
-			return
-		}
-	}
-}
-
-func (s *session) forwardToClient(b *backend, header [5]byte) (sawFatal bool, err error) {
-	msgType := header[0]
-	length := binary.BigEndian.Uint32(header[1:])
-	if length < 4 || length > maxMessage {
-		return false, fmt.Errorf("backend sent invalid message length %d", length)
-	}
-	body := int64(length - 4)
-
-	if msgType == 'E' && body <= bufferedCopyLimit {
-		return s.forwardError(b, header, body)
-	}
-
-	s.clientMu.Lock()
-	defer s.clientMu.Unlock()
-	if _, err := s.clientW.Write(header[:]); err != nil {
-		return false, err
-	}
+	s.mu.Lock()
+	canceled := s.canceled
+	s.mu.Unlock()
 	switch {
-	case msgType == 'Z' && body == 1:
-		status, err := b.r.ReadByte()
-		if err != nil {
-			return false, err
-		}
-		if err := s.clientW.WriteByte(status); err != nil {
-			return false, err
-		}
-		if err := s.clientW.Flush(); err != nil {
-			return false, err
-		}
-		s.mu.Lock()
-		if s.inflight > 0 {
-			s.inflight--
-		}
-		s.txStatus = status
-		s.setBusyLocked(false)
-		s.mu.Unlock()
-		return false, nil
-	default:
-		if _, err := io.CopyN(s.clientW, b.r, body); err != nil {
-			return false, err
-		}
+	case canceled:
+		return errorf(codeQueryCanceled, "canceling statement due to user request")
+	case errors.Is(err, autoscale.ErrRemoved):
+		return fatalf(codeAdminShutdown, "terminating connection because database %s is being deleted", s.inst.ID())
 	}
-	if b.r.Buffered() == 0 {
-		if err := s.clientW.Flush(); err != nil {
-			return sawFatal, err
-		}
-	}
-	return sawFatal, nil
+	return fatalf(codeSystemError, "could not wake database %s: %v", s.inst.ID(), err)
 }
 
-// forwardError forwards an ErrorResponse, except a FATAL one that reaches
-// an idle session: the instance is then ending the backend connection on
-// its own (a crash, pg_terminate_backend, idle_session_timeout), and the
-// client, which waits for nothing, keeps its session and gets a new
-// backend on its next message, as after a suspend.
-func (s *session) forwardError(b *backend, header [5]byte, body int64) (sawFatal bool, err error) {
-	raw := make([]byte, body)
-	if _, err := io.ReadFull(b.r, raw); err != nil {
-		return false, err
+// cancelWait ends a wait for a wake or a backend, for a CancelRequest. It
+// returns false when the session is not waiting.
+func (s *session) cancelWait() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.waitCancel == nil {
+		return false
 	}
-	var msg pgproto3.ErrorResponse
-	fatal := msg.Decode(raw) == nil && (msg.Severity == "FATAL" || msg.Severity == "PANIC")
-	if fatal {
-		s.mu.Lock()
-		idle := !s.busy
-		s.mu.Unlock()
-		if idle {
-			s.logger.Info("backend ended by the instance while the client was idle", "backend_pid", b.pid, "sqlstate", msg.Code, "reason", msg.Message)
-			return false, nil
-		}
-	}
-
-	s.clientMu.Lock()
-	defer s.clientMu.Unlock()
-	if _, err := s.clientW.Write(header[:]); err != nil {
-		return false, err
-	}
-	if _, err := s.clientW.Write(raw); err != nil {
-		return false, err
-	}
-	if b.r.Buffered() == 0 {
-		if err := s.clientW.Flush(); err != nil {
-			return fatal, err
-		}
-	}
-	return fatal, nil
+	s.canceled = true
+	s.waitCancel()
+	return true
 }
 
-// backendEnded handles the end of a backend connection the proxy did not
-// close itself. An idle client keeps its session and gets a new backend on
-// its next message. A busy client, or one whose backend sent FATAL, is
-// disconnected, as PostgreSQL would disconnect it.
-func (s *session) backendEnded(b *backend, err error, sawFatal bool) {
-	if b.detached.Load() {
+// unclaim ends the client goroutine's use of the backend for one message,
+// and gives the backend back when that left the session idle.
+func (s *session) unclaim() {
+	s.mu.Lock()
+	s.claimed = false
+	b := s.checkIdleLocked()
+	s.mu.Unlock()
+	if b != nil {
+		s.pool.release(b)
+	}
+}
+
+// checkIdleLocked ends the session's busy period when nothing is pending
+// and the backend is outside a transaction, and returns the backend to
+// give back to the pool in transaction mode. A backend left inside a
+// transaction starts the idle-in-transaction timer. mu must be held.
+func (s *session) checkIdleLocked() *backend {
+	b := s.backend
+	if b == nil || s.claimed || !s.loggedIn {
+		return nil
+	}
+	b.mu.Lock()
+	pending := b.queue.len() > 0 || b.openBatch || b.copyIn
+	b.mu.Unlock()
+	if pending {
+		return nil
+	}
+	if s.txStatus != 'I' {
+		s.armIdleTimerLocked()
+		return nil
+	}
+	if s.busy {
+		s.busy = false
+		s.inst.End()
+	}
+	s.setStateLocked(clientIdle)
+	if s.mode != PoolTransaction {
+		return nil
+	}
+	s.backend = nil
+	return b
+}
+
+// idleWith reports whether b is the session's backend and the session is
+// idle, waiting for nothing from it.
+func (s *session) idleWith(b *backend) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.backend == b && !s.busy && !s.claimed
+}
+
+// setStateLocked moves the client to state in the gauges. mu must be held.
+func (s *session) setStateLocked(state int) {
+	if s.state == state {
 		return
 	}
-	b.conn.Close()
-	s.mu.Lock()
-	if s.backend == b {
-		s.backend = nil
+	if s.state != clientGone {
+		s.pool.metrics.clients[s.state].Dec()
 	}
+	if state != clientGone {
+		s.pool.metrics.clients[state].Inc()
+	}
+	s.state = state
+}
+
+// armIdleTimerLocked starts the idle-in-transaction timer. mu must be held.
+func (s *session) armIdleTimerLocked() {
+	timeout := s.srv.cfg.IdleInTransactionTimeout
+	if timeout <= 0 || s.ended {
+		return
+	}
+	if s.idleTimer == nil {
+		s.idleTimer = time.AfterFunc(timeout, s.idleInTransactionExpired)
+		return
+	}
+	s.idleTimer.Reset(timeout)
+}
+
+func (s *session) stopIdleTimer() {
+	s.mu.Lock()
+	if s.idleTimer != nil {
+		s.idleTimer.Stop()
+	}
+	s.mu.Unlock()
+}
+
+// idleInTransactionExpired disconnects a client still idle inside a
+// transaction, with PostgreSQL's message for
+// idle_in_transaction_session_timeout. Closing the backend rolls the
+// transaction back.
+func (s *session) idleInTransactionExpired() {
+	s.mu.Lock()
+	b := s.backend
+	idle := b != nil && !s.claimed && s.txStatus != 'I' && !s.ended
+	s.mu.Unlock()
+	if !idle {
+		return
+	}
+	b.mu.Lock()
+	idle = b.queue.len() == 0
+	b.mu.Unlock()
+	if !idle {
+		return
+	}
+	s.logger.Info("client disconnected: idle in transaction for too long", "timeout", s.srv.cfg.IdleInTransactionTimeout, "backend_pid", b.pid)
+	s.srv.metrics.rejected.WithLabelValues(codeIdleInTransactionTimeout).Inc()
+	s.Terminate(codeIdleInTransactionTimeout, "terminating connection due to idle-in-transaction timeout")
+}
+
+// backendLost handles the end of the session's backend, which the proxy
+// did not close itself. An idle client keeps its session and gets a new
+// backend on its next message. A busy client is disconnected, as
+// PostgreSQL would disconnect it, with the backend's FATAL error if it
+// sent one.
+func (s *session) backendLost(b *backend, err error, sawFatal bool) {
+	s.mu.Lock()
+	if s.backend != b {
+		s.mu.Unlock()
+		return
+	}
+	s.backend = nil
 	wasBusy := s.busy
-	s.inflight, s.openBatch, s.txStatus = 0, false, 'I'
-	s.setBusyLocked(false)
+	s.txStatus = 'I'
+	if s.busy {
+		s.busy = false
+		s.inst.End()
+	}
+	s.setStateLocked(clientIdle)
 	ended := s.ended
 	s.mu.Unlock()
 	if ended {
@@ -462,19 +530,28 @@ func (s *session) backendEnded(b *backend, err error, sawFatal bool) {
 	s.client.Close()
 }
 
-// DetachBackend closes the backend of an idle session before a suspend.
+// DetachBackend runs before a suspend, while no client is active: an idle
+// session-mode client's backend is closed, and every client's settings go
+// back to their values at login, because a suspend drops what SET changed.
 func (s *session) DetachBackend() {
 	s.mu.Lock()
-	if s.busy {
+	if s.wantedOwned {
+		s.shownBefore = s.wanted
+		s.wanted, s.wantedOwned = s.loginWanted, false
+	}
+	b := s.backend
+	if b != nil && (s.busy || s.claimed) {
 		s.mu.Unlock()
 		s.logger.Info("instance stopping while the session is busy; its backend ends with the instance")
 		return
 	}
-	b := s.backend
 	s.backend = nil
 	s.mu.Unlock()
 	if b != nil {
-		b.close()
+		b.mu.Lock()
+		b.owner = nil
+		b.mu.Unlock()
+		s.pool.discard(b)
 	}
 }
 
@@ -482,15 +559,6 @@ func (s *session) DetachBackend() {
 func (s *session) Terminate(sqlstate, message string) {
 	s.sendError(&wireError{severity: "FATAL", code: sqlstate, message: message})
 	s.client.Close()
-}
-
-func (s *session) sendError(err *wireError) {
-	s.clientMu.Lock()
-	defer s.clientMu.Unlock()
-	// A client that stops reading must not hold up a shutdown or a delete.
-	_ = s.client.SetWriteDeadline(time.Now().Add(time.Second))
-	_ = s.clientW.Flush()
-	_ = writeMessages(s.client, err.toMessage())
 }
 
 // fail reports err to the client when it is a wire error, and logs it.
@@ -504,7 +572,8 @@ func (s *session) fail(err error) {
 	s.logger.Info("session ended with error", "error", err)
 }
 
-// cleanup releases the backend and the session's Begin, if held.
+// cleanup gives the backend back, clean, or closes it, and releases the
+// session's Begin and buffers.
 func (s *session) cleanup() {
 	s.mu.Lock()
 	s.ended = true
@@ -514,9 +583,32 @@ func (s *session) cleanup() {
 		s.busy = false
 		s.inst.End()
 	}
+	if s.idleTimer != nil {
+		s.idleTimer.Stop()
+	}
+	clean := b != nil && s.txStatus == 'I' && !s.claimed
+	s.setStateLocked(clientGone)
 	s.mu.Unlock()
 	if b != nil {
-		b.close()
+		b.mu.Lock()
+		b.owner = nil
+		clean = clean && b.queue.len() == 0 && !b.openBatch && !b.copyIn
+		b.mu.Unlock()
+		if clean {
+			s.pool.release(b)
+		} else {
+			s.pool.discard(b)
+		}
 	}
+	if s.br != nil {
+		putReader(s.br)
+		s.br = nil
+	}
+	s.clientMu.Lock()
+	if s.cw != nil {
+		putWriter(s.cw)
+		s.cw = nil
+	}
+	s.clientMu.Unlock()
 	s.logger.Debug("client disconnected")
 }

@@ -92,19 +92,25 @@ func negotiate(conn *net.Conn, tlsConfig *tls.Config, mode TLSMode) (*startup, *
 		r = tlsConn
 	}
 
+	// A client may send one SSLRequest and one GSSENCRequest. PostgreSQL
+	// treats a repeated request as an unknown protocol version, which also
+	// keeps a client from looping on 'N' until the handshake times out.
+	var sslDone, gssDone bool
 	for {
 		packet, err := readStartupPacket(r)
 		if err != nil {
 			return nil, nil, err
 		}
 		code := binary.BigEndian.Uint32(packet)
-		switch code {
-		case codeSSLRequest:
+		switch {
+		case code == codeSSLRequest && tlsState != nil:
+			return nil, nil, fatalf(codeProtocolViolation, "SSLRequest received on a connection that already uses TLS")
+		case code == codeGSSENCRequest && tlsState != nil:
+			return nil, nil, fatalf(codeProtocolViolation, "GSSENCRequest received on a connection that already uses TLS")
+		case code == codeSSLRequest && !sslDone:
+			sslDone = true
 			if len(packet) != 4 {
 				return nil, nil, fatalf(codeProtocolViolation, "invalid length of SSLRequest")
-			}
-			if tlsState != nil {
-				return nil, nil, fatalf(codeProtocolViolation, "SSLRequest received on a connection that already uses TLS")
 			}
 			if mode == TLSOff {
 				if _, err := (*conn).Write([]byte{'N'}); err != nil {
@@ -123,17 +129,15 @@ func negotiate(conn *net.Conn, tlsConfig *tls.Config, mode TLSMode) (*startup, *
 			tlsState = &state
 			*conn = tlsConn
 			r = tlsConn
-		case codeGSSENCRequest:
+		case code == codeGSSENCRequest && !gssDone:
+			gssDone = true
 			if len(packet) != 4 {
 				return nil, nil, fatalf(codeProtocolViolation, "invalid length of GSSENCRequest")
-			}
-			if tlsState != nil {
-				return nil, nil, fatalf(codeProtocolViolation, "GSSENCRequest received on a connection that already uses TLS")
 			}
 			if _, err := (*conn).Write([]byte{'N'}); err != nil {
 				return nil, nil, err
 			}
-		case codeCancelRequest:
+		case code == codeCancelRequest:
 			var msg pgproto3.CancelRequest
 			if err := msg.Decode(packet); err != nil {
 				return nil, nil, fatalf(codeProtocolViolation, "invalid CancelRequest: %v", err)

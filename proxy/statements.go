@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
-	"io"
 	"strings"
+	"sync/atomic"
 )
 
 // maxPreparedBytes caps the total size of one client's named prepared
@@ -20,92 +22,130 @@ const preparedLimitMessage = "failed to prepare statement: adding the prepared s
 const codeConfigurationLimit = "53400"
 
 // maxInspectedQuery is the largest simple Query the proxy reads whole to
-// look for DEALLOCATE and DISCARD; longer ones are streamed untouched.
+// look for DEALLOCATE, DISCARD and RESET ALL; longer ones are streamed
+// untouched.
 const maxInspectedQuery = 64 * 1024
 
-// preparedStatements are a client's named protocol-level prepared
-// statements: the raw Parse message of each, in the order they were
-// prepared. A backend that replaces one lost in a suspend gets them again
-// before the client's next message, so drivers that cache statements
-// (pgx, JDBC, Npgsql) keep working across suspends.
+// backendStatementPrefix starts the names of statements the proxy
+// prepares on shared backends in transaction mode.
+const backendStatementPrefix = "sdb_"
+
+// clientStatement is a named protocol-level prepared statement of one
+// client.
+type clientStatement struct {
+	// definition is the Parse message body after the name: the query
+	// text, its terminator, and the parameter type OIDs.
+	definition []byte
+	// backendName is the statement's name on backends: in transaction
+	// mode a name derived from definition, so that clients preparing the
+	// same query share one statement per backend; in session mode the
+	// client's own name.
+	backendName string
+	// size is the Parse message's size, counted against maxPreparedBytes.
+	size int
+	// failed is set by the backend's goroutine when the Parse failed or
+	// was skipped: PostgreSQL then has no such statement.
+	failed atomic.Bool
+}
+
+// preparedStatements are a client's protocol-level prepared statements. The
+// proxy prepares them on whichever backend the client gets, just before a
+// Bind or Describe needs them, so drivers that cache statements (pgx, JDBC,
+// Npgsql, postgres.js) keep working in transaction mode and across
+// suspends. Only the client's goroutine touches them.
 //
-// SQL-level PREPARE is not tracked: statements prepared with it are lost
-// when the backend changes.
+// SQL-level PREPARE is not tracked: a statement prepared with it lives on
+// the backend that ran it, which in transaction mode the client keeps only
+// until the end of its transaction.
 type preparedStatements struct {
-	order []string
-	parse map[string][]byte
+	named map[string]*clientStatement
 	bytes int
+	// unnamed is the definition of the client's last unnamed Parse, and
+	// unnamedGen counts those Parses, so a backend can tell whether its
+	// unnamed statement is the client's latest.
+	unnamed    []byte
+	unnamedGen uint64
 }
 
-// add records a Parse message. It returns a FATAL error when the client's
-// statements would exceed maxPreparedBytes.
-func (p *preparedStatements) add(message []byte) *wireError {
-	name, ok := cString(message[5:])
-	if !ok {
-		return fatalf(codeProtocolViolation, "invalid Parse message: unterminated statement name")
-	}
-	if name == "" {
-		return nil // the unnamed statement lives only until the next Parse
-	}
-	if p.parse == nil {
-		p.parse = map[string][]byte{}
-	}
-	// NOTE: the proxy does not read the backend's reply to a Parse, so a
-	// Parse that failed is tracked too. A second Parse of the same name
-	// replaces the first: the usual reason for one is a retry after a
-	// failure, and PostgreSQL rejects it when the first one succeeded.
+// add records a named Parse. It returns a FATAL error, as the real service
+// does, when the client's statements would exceed maxPreparedBytes. A
+// second Parse of a name replaces the first, whose Parse may have failed.
+func (p *preparedStatements) add(name string, definition []byte, size int, mode PoolMode) (*clientStatement, *wireError) {
 	p.remove(name)
-	if p.bytes+len(message) > maxPreparedBytes {
-		return &wireError{severity: "FATAL", code: codeConfigurationLimit, message: fmt.Sprintf(preparedLimitMessage, maxPreparedBytes)}
+	if p.bytes+size > maxPreparedBytes {
+		return nil, &wireError{severity: "FATAL", code: codeConfigurationLimit, message: fmt.Sprintf(preparedLimitMessage, maxPreparedBytes)}
 	}
-	p.parse[name] = append([]byte(nil), message...)
-	p.order = append(p.order, name)
-	p.bytes += len(message)
-	return nil
+	st := &clientStatement{definition: definition, size: size, backendName: name}
+	if mode == PoolTransaction {
+		sum := sha256.Sum256(definition)
+		st.backendName = backendStatementPrefix + hex.EncodeToString(sum[:16])
+	}
+	if p.named == nil {
+		p.named = map[string]*clientStatement{}
+	}
+	p.named[name] = st
+	p.bytes += size
+	return st, nil
 }
 
-// close forgets the statement a Close message names, if it is one.
-func (p *preparedStatements) close(message []byte) {
-	body := message[5:]
-	if len(body) < 2 || body[0] != 'S' {
-		return
-	}
-	if name, ok := cString(body[1:]); ok {
+// lookup returns the named statement, or nil when the client has none by
+// that name or its Parse failed.
+func (p *preparedStatements) lookup(name string) *clientStatement {
+	st := p.named[name]
+	if st != nil && st.failed.Load() {
 		p.remove(name)
+		return nil
 	}
+	return st
 }
 
 func (p *preparedStatements) remove(name string) {
-	old, ok := p.parse[name]
-	if !ok {
-		return
-	}
-	delete(p.parse, name)
-	p.bytes -= len(old)
-	for i, n := range p.order {
-		if n == name {
-			p.order = append(p.order[:i], p.order[i+1:]...)
-			break
-		}
+	if st, ok := p.named[name]; ok {
+		delete(p.named, name)
+		p.bytes -= st.size
 	}
 }
 
-// observeQuery forgets statements a simple Query deallocates: DEALLOCATE
-// [PREPARE] name, DEALLOCATE ALL and DISCARD ALL. It reads the query text
-// only, so a statement inside a longer multi-statement string is missed.
-func (p *preparedStatements) observeQuery(message []byte) {
-	text, ok := cString(message[5:])
+func (p *preparedStatements) clear() {
+	*p = preparedStatements{unnamed: p.unnamed, unnamedGen: p.unnamedGen}
+}
+
+// queryEffect is what a simple Query does to the state the proxy tracks.
+type queryEffect uint8
+
+const (
+	effectNone queryEffect = iota
+	// effectDeallocateAll: DEALLOCATE ALL drops every prepared statement.
+	effectDeallocateAll
+	// effectResetAll: RESET ALL restores every setting.
+	effectResetAll
+	// effectDiscardAll: DISCARD ALL does both and more.
+	effectDiscardAll
+)
+
+// observeQuery forgets the client statements a simple Query deallocates:
+// DEALLOCATE [PREPARE] name, DEALLOCATE ALL and DISCARD ALL, and tells the
+// caller about the statements that change a backend's state. It reads the
+// query text only, so a statement inside a longer multi-statement string
+// is missed.
+func (p *preparedStatements) observeQuery(body []byte) queryEffect {
+	text, ok := cString(body)
 	if !ok {
-		return
+		return effectNone
 	}
-	words := strings.Fields(strings.TrimRight(strings.TrimSpace(text), ";"))
+	words := strings.Fields(strings.TrimRight(strings.TrimSpace(text), "; \t\r\n"))
 	if len(words) < 2 {
-		return
+		return effectNone
 	}
 	switch strings.ToUpper(words[0]) {
 	case "DISCARD":
 		if strings.EqualFold(words[1], "ALL") {
-			*p = preparedStatements{}
+			p.clear()
+			return effectDiscardAll
+		}
+	case "RESET":
+		if strings.EqualFold(words[1], "ALL") {
+			return effectResetAll
 		}
 	case "DEALLOCATE":
 		name := words[1]
@@ -113,50 +153,12 @@ func (p *preparedStatements) observeQuery(message []byte) {
 			name = words[2]
 		}
 		if strings.EqualFold(name, "ALL") {
-			*p = preparedStatements{}
-			return
+			p.clear()
+			return effectDeallocateAll
 		}
 		p.remove(strings.Trim(name, `"`))
 	}
-}
-
-// replay prepares every tracked statement on a new backend, each Parse in
-// its own Sync so one failure (a table dropped since) does not stop the
-// others. The client then finds its statements where it left them; one
-// that fails to prepare again fails when the client uses it.
-func (p *preparedStatements) replay(b *backend) error {
-	if len(p.order) == 0 {
-		return nil
-	}
-	sync := []byte{'S', 0, 0, 0, 4}
-	for _, name := range p.order {
-		if _, err := b.w.Write(p.parse[name]); err != nil {
-			return err
-		}
-		if _, err := b.w.Write(sync); err != nil {
-			return err
-		}
-	}
-	if err := b.w.Flush(); err != nil {
-		return err
-	}
-	for remaining := len(p.order); remaining > 0; {
-		var header [5]byte
-		if _, err := io.ReadFull(b.r, header[:]); err != nil {
-			return err
-		}
-		length := int64(uint32(header[1])<<24 | uint32(header[2])<<16 | uint32(header[3])<<8 | uint32(header[4]))
-		if length < 4 {
-			return fmt.Errorf("backend sent invalid message length %d", length)
-		}
-		if _, err := io.CopyN(io.Discard, b.r, length-4); err != nil {
-			return err
-		}
-		if header[0] == 'Z' {
-			remaining--
-		}
-	}
-	return nil
+	return effectNone
 }
 
 // cString returns the NUL-terminated string at the start of b.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"time"
@@ -35,7 +36,7 @@ func newBackupCommand() *cobra.Command {
 	var opts clientOptions
 	cmd := &cobra.Command{
 		Use:   "backup",
-		Short: "List, export and download database backups through the API",
+		Short: "Take, list, export and download database backups through the API",
 	}
 	addClientFlags(cmd, &opts)
 
@@ -125,8 +126,63 @@ func newBackupCommand() *cobra.Command {
 	}
 	downloadCmd.Flags().StringVarP(&file, "file", "f", "", "output file (default BACKUP_ID.pg_dump)")
 
-	cmd.AddCommand(listCmd, getCmd, exportCmd, downloadCmd)
+	var wait bool
+	createCmd := &cobra.Command{
+		Use:   "create DATABASE_ID",
+		Short: "Take a backup of a database now (an sdblocal extension of the API)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := opts.newAPIClient()
+			if err != nil {
+				return err
+			}
+			b, err := createBackup(c.client, args[0])
+			if err != nil {
+				return err
+			}
+			if wait {
+				if b, err = waitBackup(sdb.NewAPI(c.client), b.ID); err != nil {
+					return err
+				}
+				if b.Status != sdb.DatabaseBackupStatusReady {
+					return fmt.Errorf("backup %s of database %s ended with status %s: see the sdblocal log for the cause", b.ID, b.DatabaseID, b.Status)
+				}
+			}
+			return print(opts.printer(cmd), b, []*sdb.DatabaseBackup{b}, backupColumns, backupRow)
+		},
+	}
+	createCmd.Flags().BoolVarP(&wait, "wait", "w", false, "wait until the backup is ready or has failed")
+
+	cmd.AddCommand(createCmd, listCmd, getCmd, exportCmd, downloadCmd)
 	return cmd
+}
+
+// createBackup calls POST /backups, which the Scaleway SDK does not know
+// because the real API takes backups only on its own schedule.
+func createBackup(client *scw.Client, databaseID string) (*sdb.DatabaseBackup, error) {
+	region, ok := client.GetDefaultRegion()
+	if !ok {
+		return nil, errors.New("no region: set --region or SCW_DEFAULT_REGION")
+	}
+	req := &scw.ScalewayRequest{
+		Method: http.MethodPost,
+		Path:   "/serverless-sqldb/v1alpha1/regions/" + url.PathEscape(string(region)) + "/backups",
+	}
+	if err := req.SetBody(map[string]string{"database_id": databaseID}); err != nil {
+		return nil, err
+	}
+	var b sdb.DatabaseBackup
+	if err := client.Do(req, &b); err != nil {
+		return nil, err
+	}
+	return &b, nil
+}
+
+// waitBackup polls until the backup leaves unknown_status.
+func waitBackup(api *sdb.API, id string) (*sdb.DatabaseBackup, error) {
+	timeout := 15 * time.Minute
+	interval := 200 * time.Millisecond
+	return api.WaitForDatabaseBackup(&sdb.WaitForDatabaseBackupRequest{BackupID: id, Timeout: &timeout, RetryInterval: &interval})
 }
 
 // exportBackup asks for a download URL and waits until the backup carries

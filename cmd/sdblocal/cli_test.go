@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -135,10 +136,39 @@ func TestCLIBackupCommands(t *testing.T) {
 		t.Fatalf("backup list -o json: %v\n%s", err, out)
 	}
 	const missing = "00000000-0000-4000-8000-000000000000"
-	for _, args := range [][]string{{"backup", "get", missing}, {"backup", "export", missing}, {"backup", "download", missing}} {
+	for _, args := range [][]string{{"backup", "get", missing}, {"backup", "export", missing}, {"backup", "download", missing}, {"backup", "create", missing}} {
 		if out, err := s.cli(t, nil, args...); err == nil || !strings.Contains(strings.ToLower(out), "not found") {
 			t.Errorf("sdblocal %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
+	}
+
+	s.mustPsql(t, db, "CREATE TABLE kept (x int); INSERT INTO kept VALUES (7)")
+	var created struct {
+		ID     string `json:"id"`
+		Status string `json:"status"`
+	}
+	out = s.mustCLI(t, nil, "backup", "create", db.ID, "--wait", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &created); err != nil || created.ID == "" {
+		t.Fatalf("backup create -o json: %v\n%s", err, out)
+	}
+	if created.Status != "ready" {
+		t.Errorf("backup create --wait returned status %q, want ready", created.Status)
+	}
+	if table := s.mustCLI(t, nil, "backup", "list", "--database-id", db.ID); !strings.Contains(table, created.ID) {
+		t.Errorf("backup list lacks the new backup:\n%s", table)
+	}
+
+	file := filepath.Join(t.TempDir(), "cli.pg_dump")
+	out = s.mustCLI(t, nil, "backup", "download", created.ID, "-f", file)
+	if !strings.Contains(out, "wrote") || !strings.Contains(out, file) {
+		t.Errorf("backup download output:\n%s", out)
+	}
+	toc, err := exec.Command("pg_restore", "-l", file).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pg_restore -l on the downloaded file: %v\n%s", err, toc)
+	}
+	if !strings.Contains(string(toc), "TABLE DATA public kept") {
+		t.Errorf("downloaded archive lacks the table's data:\n%s", toc)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/sdblocal/sdblocal/api"
 	"github.com/sdblocal/sdblocal/auth"
 	"github.com/sdblocal/sdblocal/autoscale"
+	"github.com/sdblocal/sdblocal/backup"
 	"github.com/sdblocal/sdblocal/catalog"
 	"github.com/sdblocal/sdblocal/proxy"
 )
@@ -52,6 +54,28 @@ type serveOptions struct {
 	storageInterval time.Duration
 	cpuLimits       bool
 	clientLimit     int
+	coldStartDelay  string
+	shutdownTimeout time.Duration
+
+	poolMode         string
+	poolSize         int
+	queryWaitTimeout time.Duration
+	queryWaitNotice  time.Duration
+	idleInTxTimeout  time.Duration
+
+	backups backupOptions
+}
+
+// backupOptions are the flags of the backup service.
+type backupOptions struct {
+	enabled         bool
+	pgDump          string
+	pgRestore       string
+	interval        time.Duration
+	timeOfDay       string
+	retention       time.Duration
+	lockWaitTimeout time.Duration
+	exportLifetime  time.Duration
 }
 
 func newServeCommand() *cobra.Command {
@@ -88,7 +112,15 @@ func newServeCommand() *cobra.Command {
 	f.Float64Var(&opts.scale.Step, "scale-step", scale.Step, "fraction of the allocation one step adds (rounded up to a whole vCPU) or removes (rounded down)")
 	f.DurationVar(&opts.storageInterval, "storage-sample-interval", time.Minute, "how often each database's data directory is measured for storage metering (Go duration)")
 	f.BoolVar(&opts.cpuLimits, "cpu-limits", true, "cap each instance's CPU at its allocation with a cgroup quota; needs root at start and the cgroup cpu controller, and without them sdblocal only measures CPU usage")
-	f.IntVar(&opts.clientLimit, "database-client-limit", 0, "client connections allowed per database; 0 means 100 + 60 × cpu_max, capped at 1000, the real service's maximum; at most 90 while each client holds its own backend")
+	f.StringVar(&opts.coldStartDelay, "cold-start-delay", "0", "extra wait added to every wake, fixed (2s) or drawn uniformly from a range (1s-4s), at most "+autoscale.MaxColdStartDelay.String()+", to reproduce the real service's cold starts; a database's cold_start_delay overrides it")
+	f.DurationVar(&opts.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM or SIGINT, how long client transactions may run before their sessions are closed; a second signal closes them at once (Go duration, 0 closes at once)")
+	f.IntVar(&opts.clientLimit, "database-client-limit", 0, "client connections allowed per database; 0 means 100 + 60 × cpu_max, capped at 1000, the real service's maximum; in --pool-mode session at most 90, as each client holds its own backend")
+	f.StringVar(&opts.poolMode, "pool-mode", string(proxy.PoolTransaction), "when a client's backend connection goes back to its database's pool: transaction (after each transaction, as in the real service) or session (when the client disconnects, then reset with DISCARD ALL)")
+	f.IntVar(&opts.poolSize, "pool-size", 0, "backend connections per database; 0 means 10 × max(cpu_current, 1) in transaction mode and 90 in session mode; at most 90, the instance's max_connections (100) minus 10 reserved")
+	f.DurationVar(&opts.queryWaitTimeout, "query-wait-timeout", 120*time.Second, "how long a client waits for a backend connection when its database's pool is full; the request then fails with SQLSTATE 53300 and the session continues (Go duration)")
+	f.DurationVar(&opts.queryWaitNotice, "query-wait-notice", 5*time.Second, "how long a client waits for a backend connection before it gets a NOTICE saying so (Go duration)")
+	f.DurationVar(&opts.idleInTxTimeout, "idle-in-transaction-timeout", time.Hour, "disconnect, with SQLSTATE 25P03, a client idle inside a transaction for longer, as it holds a backend connection and keeps its instance awake; 0 turns it off (Go duration)")
+	addBackupFlags(f, &opts.backups)
 	f.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.StringVar(&opts.logFormat, "log-format", "text", "log format: text or json")
 	bindEnv(cmd)
@@ -121,10 +153,21 @@ func serve(opts serveOptions) error {
 	if opts.storageInterval <= 0 {
 		return fmt.Errorf("invalid --storage-sample-interval %s: must be positive", opts.storageInterval)
 	}
+	if opts.shutdownTimeout < 0 {
+		return fmt.Errorf("invalid --shutdown-timeout %s: must be 0 or positive", opts.shutdownTimeout)
+	}
 	if opts.clientLimit < 0 {
 		return fmt.Errorf("invalid --database-client-limit %d: must be 0 (the formula) or positive", opts.clientLimit)
 	}
+	coldStartDelay, err := autoscale.ParseColdStartDelay(opts.coldStartDelay)
+	if err != nil {
+		return fmt.Errorf("invalid --cold-start-delay: %w", err)
+	}
 	if err := checkProxyFlags(opts); err != nil {
+		return err
+	}
+	backupConfig, err := backupConfigFromFlags(opts.backups)
+	if err != nil {
 		return err
 	}
 	pgDir := autoscale.ResolvePGDir(opts.pgDir)
@@ -237,14 +280,35 @@ func serve(opts serveOptions) error {
 		Cgroups:               cgroups,
 		StorageSampleInterval: opts.storageInterval,
 		ClientLimit:           opts.clientLimit,
+		ColdStartDelay:        coldStartDelay,
 		Logger:                logger,
 		Registerer:            registry,
 	}, cat)
+	var backups *backup.Service
+	if opts.backups.enabled {
+		backupConfig.DataDir = dataDir
+		backupConfig.Logger = logger
+		backupConfig.Registerer = registry
+		if backups, err = backup.New(backupConfig, cat, manager); err != nil {
+			return err
+		}
+		// Before the manager starts, so that a database being created from
+		// a backup when sdblocal stopped is not provisioned empty.
+		if err := backups.Recover(); err != nil {
+			return err
+		}
+	}
 	if err := manager.Start(); err != nil {
 		return err
 	}
 	// Close runs once: here on an early return, or in the shutdown below.
 	defer manager.Close()
+	if backups != nil {
+		backups.Start()
+		// Deferred after manager.Close, so it runs first: dumps and
+		// restores stop before the instances do.
+		defer backups.Close()
+	}
 
 	authn := auth.NewAuthenticator(cat)
 	pgProxy, err := proxy.NewServer(proxy.Config{
@@ -259,15 +323,33 @@ func serve(opts serveOptions) error {
 		ClientLimit:      manager.ClientLimit,
 		Logger:           logger,
 		Registerer:       registry,
+
+		PoolMode:                 proxy.PoolMode(opts.poolMode),
+		PoolSize:                 opts.poolSize,
+		QueryWaitTimeout:         opts.queryWaitTimeout,
+		QueryWaitNotice:          opts.queryWaitNotice,
+		IdleInTransactionTimeout: opts.idleInTxTimeout,
 	}, cat, authn, manager)
 	if err != nil {
 		return err
 	}
 	pgHost, pgPort := splitAddr(pgListener.Addr())
-	handler := api.New(api.Config{PGHost: pgHost, PGPort: pgPort, Logger: logger, Gatherer: registry}, cat, authn, manager)
+	apiConfig := api.Config{PGHost: pgHost, PGPort: pgPort, Logger: logger, Gatherer: registry, Registerer: registry}
+	if backups != nil {
+		apiConfig.Backups = backups
+	}
+	handler := api.New(apiConfig, cat, authn, manager)
 	// ReadTimeout bounds a client that sends its body slowly or never;
 	// request bodies are at most 1 MiB.
 	httpServer := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+
+	// The first SIGINT or SIGTERM starts a graceful shutdown and a second
+	// one cuts its wait short; the channel keeps the second until then.
+	// They are caught before the listeners serve, because a client that
+	// has seen the server respond may signal it at once.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(signals)
 
 	errs := make(chan error, 2)
 	go func() { errs <- pgProxy.Serve(pgListener) }()
@@ -277,27 +359,54 @@ func serve(opts serveOptions) error {
 	if err := writeAddresses(dataDir, addrs); err != nil {
 		logger.Warn("could not record listener addresses", "error", err)
 	}
-	logger.Info("sdblocal ready", "api", "http://"+addrs.API, "pg", addrs.PG, "data_dir", dataDir, "pg_dir", pgDir, "idle_timeout", opts.idleTimeout)
+	logger.Info("sdblocal ready", "api", "http://"+addrs.API, "pg", addrs.PG, "data_dir", dataDir, "pg_dir", pgDir, "idle_timeout", opts.idleTimeout, "cold_start_delay", coldStartDelay.String())
 	printWelcome(dataDir, addrs, creds, opts, tlsFiles)
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	select {
-	case <-ctx.Done():
-		logger.Info("shutting down")
+	case sig := <-signals:
+		logger.Info("shutting down", "signal", sig.String(), "shutdown_timeout", opts.shutdownTimeout)
 	case err := <-errs:
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("listener failed; shutting down", "error", err)
 		}
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = httpServer.Shutdown(shutdownCtx)
-	_ = pgProxy.Close()
+	drainClients(logger, signals, opts.shutdownTimeout, httpServer, pgProxy)
+	if backups != nil {
+		backups.Close()
+	}
 	manager.Close()
 	_ = os.Remove(filepath.Join(dataDir, addressesFileName))
 	logger.Info("stopped")
 	return nil
+}
+
+// drainClients stops the API and the proxy from accepting connections,
+// gives API requests and the clients' open transactions up to timeout to
+// finish, and then closes every client session. A signal on signals ends
+// the wait at once.
+func drainClients(logger *slog.Logger, signals <-chan os.Signal, timeout time.Duration, httpServer *http.Server, pgProxy *proxy.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	go func() {
+		select {
+		case sig := <-signals:
+			logger.Warn("second signal: closing client sessions without waiting for their transactions", "signal", sig.String())
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := httpServer.Shutdown(ctx); err != nil {
+			_ = httpServer.Close()
+		}
+	})
+	started := time.Now()
+	if err := pgProxy.Shutdown(ctx); err == nil {
+		logger.Info("client transactions finished", "duration", time.Since(started).Round(time.Millisecond))
+	}
+	wg.Wait()
 }
 
 // checkProxyFlags rejects proxy flag values that name no mode or
@@ -329,6 +438,23 @@ func checkProxyFlags(opts serveOptions) error {
 	}
 	if opts.maxClients <= 0 {
 		return fmt.Errorf("invalid --max-clients %d: must be positive", opts.maxClients)
+	}
+	switch proxy.PoolMode(opts.poolMode) {
+	case proxy.PoolTransaction, proxy.PoolSession:
+	default:
+		return fmt.Errorf("invalid --pool-mode %q: expected transaction or session", opts.poolMode)
+	}
+	if opts.poolSize < 0 {
+		return fmt.Errorf("invalid --pool-size %d: must be 0 (sized from cpu_current) or positive", opts.poolSize)
+	}
+	if opts.queryWaitTimeout <= 0 {
+		return fmt.Errorf("invalid --query-wait-timeout %s: must be positive", opts.queryWaitTimeout)
+	}
+	if opts.queryWaitNotice <= 0 {
+		return fmt.Errorf("invalid --query-wait-notice %s: must be positive", opts.queryWaitNotice)
+	}
+	if opts.idleInTxTimeout < 0 {
+		return fmt.Errorf("invalid --idle-in-transaction-timeout %s: must be 0 (off) or positive", opts.idleInTxTimeout)
 	}
 	return nil
 }
