@@ -101,7 +101,7 @@ func TestCLIDatabaseCommands(t *testing.T) {
 	s.mustCLI(t, nil, "db", "delete", created.ID)
 	waitFor(t, 30*time.Second, "the deleted database to disappear", func() bool {
 		out, err := s.cli(t, nil, "db", "get", created.ID)
-		return err != nil && strings.Contains(out, "insufficient permissions")
+		return err != nil && strings.Contains(out, "insufficient permissions") && strings.Contains(out, "was deleted")
 	})
 }
 

@@ -119,7 +119,7 @@ func newDBCommand() *cobra.Command {
 			}
 			db, err := sdb.NewAPI(c.client).GetDatabase(&sdb.GetDatabaseRequest{DatabaseID: args[0]})
 			if err != nil {
-				return err
+				return explainDatabaseError(args[0], err)
 			}
 			return printDatabase(opts.printer(cmd), db)
 		},
@@ -166,7 +166,7 @@ func newDBCommand() *cobra.Command {
 			}
 			db, err := sdb.NewAPI(c.client).DeleteDatabase(&sdb.DeleteDatabaseRequest{DatabaseID: args[0]})
 			if err != nil {
-				return err
+				return explainDatabaseError(args[0], err)
 			}
 			return printDatabase(opts.printer(cmd), db)
 		},
@@ -251,6 +251,18 @@ func (c *apiClient) principal() (string, error) {
 		return *key.UserID, nil
 	}
 	return "", fmt.Errorf("access key %s belongs to no user or application", c.accessKey)
+}
+
+// explainDatabaseError adds the likely cause to the SDK's error for a
+// database the API refuses: like the real service, it answers
+// permissions_denied both for a deleted database and for one the key may
+// not read.
+func explainDatabaseError(id string, err error) error {
+	var denied *scw.PermissionsDeniedError
+	if errors.As(err, &denied) {
+		return fmt.Errorf("database %s was deleted, or this key may not read it: %w", id, err)
+	}
+	return err
 }
 
 // waitDatabase polls until the database leaves its transient statuses.
