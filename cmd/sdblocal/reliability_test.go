@@ -972,3 +972,51 @@ func vmRSS(t *testing.T, pid int) int64 {
 	t.Fatalf("no VmRSS in /proc/%d/status", pid)
 	return 0
 }
+
+// TestDiskFullDuringBackup takes a backup while the data directory, a
+// 200 MB tmpfs, is full: the backup ends in status error with no file
+// left behind and the database untouched, and once space returns the next
+// backup succeeds.
+func TestDiskFullDuringBackup(t *testing.T) {
+	parent := newDataDir(t)
+	// The service user must traverse the directory above the mount.
+	if err := os.Chmod(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dataDir := filepath.Join(parent, "d")
+	if err := os.Mkdir(dataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mountTmpfs(t, dataDir, "200m")
+
+	s := startServerIn(t, dataDir, "--backup-interval", "0")
+	db := s.createDatabase(t, "fullbackup", 1, 1)
+	s.mustPsql(t, db, "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS payload FROM generate_series(1, 50000) g")
+
+	filler := fillDisk(t, dataDir)
+	failed := s.takeBackup(t, db.ID)
+	if failed.Status != "error" {
+		t.Errorf("backup on a full disk has status %s, want error", failed.Status)
+	}
+	entries, _ := os.ReadDir(filepath.Join(dataDir, "backups", db.ID))
+	for _, entry := range entries {
+		t.Errorf("file left in the backup directory after the failed backup: %s", entry.Name())
+	}
+	if !strings.Contains(s.logs.String(), "backup failed") {
+		t.Errorf("no log line for the failed backup")
+	}
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.mustPsql(t, db, "SELECT count(*), sum(id) FROM t"); got != "50000|1250025000" {
+		t.Errorf("rows after the failed backup = %q, want 50000|1250025000", got)
+	}
+	ok := s.takeBackup(t, db.ID)
+	if ok.Status != "ready" {
+		t.Errorf("backup once space returned has status %s, want ready", ok.Status)
+	}
+	if info, err := os.Stat(s.backupFile(db.ID, ok.ID)); err != nil || info.Size() == 0 {
+		t.Errorf("backup file once space returned: %v, %v", info, err)
+	}
+}
