@@ -179,6 +179,10 @@ func (b *backend) onError(header [5]byte, body int) (fatal bool, err error) {
 	}
 	b.mu.Unlock()
 
+	if owner != nil && !owner.holds(b) {
+		// The owner gave b back to the pool a moment ago.
+		owner = nil
+	}
 	if fatal && (owner == nil || owner.idleWith(b)) {
 		// The instance ended a backend no client waits on (a crash,
 		// pg_terminate_backend, a shutdown): the pool drops it, and an

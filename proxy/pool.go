@@ -426,8 +426,9 @@ func (p *dbPool) DetachBackend() {
 	}
 }
 
-// Terminate drops the pool when its database is being deleted: its
-// sessions are terminated one by one by the instance.
+// Terminate drops the pool when its database is being deleted or taken for
+// maintenance (a restore): the instance terminates the sessions one by one,
+// and later sessions get a new pool.
 func (p *dbPool) Terminate(string, string) {
 	p.mu.Lock()
 	p.closed = true
@@ -446,6 +447,7 @@ func (p *dbPool) Terminate(string, string) {
 	for _, w := range waiters {
 		close(w.grant)
 	}
+	p.inst.Detach(p)
 	p.srv.pools.mu.Lock()
 	if p.srv.pools.byDB[p.inst.ID()] == p {
 		delete(p.srv.pools.byDB, p.inst.ID())

@@ -222,8 +222,19 @@ func (s *session) login() error {
 // applyLoginSettings applies the client's startup settings to b, waits
 // for the result, and returns the parameters b reports then.
 func (s *session) applyLoginSettings(b *backend) (map[string]string, error) {
+	// Reported parameters the client did not set take the values a new
+	// backend starts with.
+	b.mu.Lock()
+	wanted := make(map[string]string, len(b.defaults)+len(s.startup))
+	for name, value := range b.defaults {
+		wanted[name] = value
+	}
+	b.mu.Unlock()
+	for name, value := range s.startup {
+		wanted[name] = value
+	}
 	s.mu.Lock()
-	s.wanted = s.startup
+	s.wanted, s.wantedOwned = wanted, true
 	s.mu.Unlock()
 
 	result := make(chan *pgproto3.ErrorResponse, 1)
@@ -429,6 +440,13 @@ func (s *session) checkIdleLocked() *backend {
 	return b
 }
 
+// holds reports whether b is the session's backend.
+func (s *session) holds(b *backend) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.backend == b
+}
+
 // idleWith reports whether b is the session's backend and the session is
 // idle, waiting for nothing from it.
 func (s *session) idleWith(b *backend) bool {
@@ -555,10 +573,12 @@ func (s *session) DetachBackend() {
 	}
 }
 
-// Terminate ends the session with a FATAL error.
+// Terminate ends the session with a FATAL error, and ends any wait for a
+// wake or a backend, so that the session's goroutine returns at once.
 func (s *session) Terminate(sqlstate, message string) {
 	s.sendError(&wireError{severity: "FATAL", code: sqlstate, message: message})
 	s.client.Close()
+	s.cancelWait()
 }
 
 // fail reports err to the client when it is a wire error, and logs it.

@@ -258,7 +258,9 @@ func TestPoolTransactionMode(t *testing.T) {
 	})
 
 	t.Run("settings follow each client", func(t *testing.T) {
-		tokyo := connect(t, map[string]string{"TimeZone": "Asia/Tokyo", "application_name": "tokyo", "extra_float_digits": "2", "search_path": "pg_catalog, public"})
+		// The startup parameters JDBC and Npgsql send, among others.
+		tokyo := connect(t, map[string]string{"TimeZone": "Asia/Tokyo", "application_name": "tokyo", "extra_float_digits": "2",
+			"search_path": "pg_catalog, public", "client_encoding": "UTF8", "DateStyle": "ISO"})
 		utc := connect(t, map[string]string{"TimeZone": "UTC", "application_name": "utc"})
 		show := func(conn *pgx.Conn, setting string) string {
 			t.Helper()
