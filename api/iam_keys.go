@@ -148,7 +148,7 @@ func (s *server) createAPIKey(w http.ResponseWriter, r *http.Request, call *apiC
 		key.DefaultProjectID = projectID
 		// A SCRAM login sends one salt before the client proves which key
 		// it holds, so every key of a principal shares its salt and
-		// iteration count; reading the existing keys in this transaction
+		// iteration count. Reading the existing keys in this transaction
 		// keeps two concurrent creations from choosing different salts.
 		existing, err := tx.APIKeysOfPrincipal(bearer.ID)
 		if err != nil {

@@ -20,7 +20,7 @@ import (
 	"github.com/sdblocal/sdblocal/catalog"
 )
 
-// Instances is what the API needs from the instance manager
+// Instances is the part of the instance manager the API calls
 // (autoscale.Manager implements it).
 type Instances interface {
 	// Provision creates the database's instance in the background. It sets

@@ -22,7 +22,7 @@ const (
 // the most to the least powerful.
 var KnownPermissionSets = []PermissionSet{FullAccess, ReadWrite, DataReadWrite, ReadOnly}
 
-// Action is what a caller wants to do with a database.
+// Action is an operation a caller requests on a database.
 type Action int
 
 const (

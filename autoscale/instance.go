@@ -36,7 +36,7 @@ const (
 	// StateStopping: a fast shutdown was requested; idle clients' backends
 	// have been detached.
 	StateStopping
-	// StateFailed: the last wake failed; lastErr says why.
+	// StateFailed: the last wake failed, and lastErr contains the cause.
 	StateFailed
 )
 

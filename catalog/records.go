@@ -27,7 +27,7 @@ type Project struct {
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
 }
 
-// PrincipalKind tells an IAM user from an IAM application.
+// PrincipalKind distinguishes an IAM user from an IAM application.
 type PrincipalKind string
 
 const (

@@ -110,7 +110,7 @@ func (p *preparedStatements) clear() {
 	*p = preparedStatements{unnamed: p.unnamed, unnamedGen: p.unnamedGen}
 }
 
-// queryEffect is what a simple Query does to the state the proxy tracks.
+// queryEffect is the change a simple Query makes to the state the proxy tracks.
 type queryEffect uint8
 
 const (

@@ -254,7 +254,7 @@ func (c *apiClient) principal() (string, error) {
 }
 
 // explainDatabaseError adds the likely cause to the SDK's error for a
-// database the API refuses: like the real service, it answers
+// database the API rejects. Like the real service, the API returns
 // permissions_denied both for a deleted database and for one the key may
 // not read.
 func explainDatabaseError(id string, err error) error {
